@@ -1,0 +1,44 @@
+/*
+ * em.h - the pseudo-label step: given predictions sigma (rows on the
+ * simplex), find soft labels y minimising
+ *
+ *     F(y) = -(1/N) sum_i sum_k sigma_ik log y_ik - lambda sum_k u_k log ybar_k
+ *
+ * with ybar = (1/N) sum_i y_i, each y_i on the simplex. Convex; EM's fixed
+ * points satisfy its KKT conditions, so they are the global minimum.
+ *
+ * Shape legend: N rows (batch B, or the whole data set), K clusters.
+ */
+#ifndef ECL_EM_H
+#define ECL_EM_H
+
+#include <stdint.h>
+
+typedef struct {
+    int iters;           /* iterations done */
+    double max_change;   /* max |y_new - y_old| at the last iteration */
+} em_result;
+
+/* EM (paper eqs. 45-46). sigma [N, K]; y [N, K] in/out: when init_from_sigma
+ * is 1, y starts at sigma, otherwise y's contents are the warm start (rows
+ * are renormalised, entries floored at 1e-30 so no cluster starts empty).
+ * u [K] target distribution (NULL = uniform). Stops when max |dy| < tol or
+ * after max_iter iterations. Internal sums in double. */
+em_result em_solve_cpu(const float *sigma, float *y, int64_t n, int k, const float *u,
+                       double lambda, int max_iter, double tol, int init_from_sigma);
+
+/* F(y) above, in double. u NULL = uniform. */
+double em_objective(const float *sigma, const float *y, int64_t n, int k, const float *u,
+                    double lambda);
+
+/* y-weighted KKT residual: max over i,k of y_ik |g_ik - mu_i| with g the
+ * gradient of F times N (so it is O(1) per sample) and mu_i = sum_k y_ik
+ * g_ik, the row multiplier. Zero at the
+ * optimum; weighting by y ignores entries pinned near zero. */
+double em_kkt_residual(const float *sigma, const float *y, int64_t n, int k, const float *u,
+                       double lambda);
+
+/* max_k |ybar_k - u_k|. */
+double em_balance_error(const float *y, int64_t n, int k, const float *u);
+
+#endif

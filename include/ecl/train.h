@@ -1,0 +1,43 @@
+/*
+ * train.h - the training run: data, model, loop, logs and the run folder.
+ *
+ * A run folder holds config.ini (the resolved config), log.jsonl (one JSON
+ * object per progress interval and per epoch), metrics.json and
+ * assignments.csv, each written whole through fileio.h.
+ */
+#ifndef ECL_TRAIN_H
+#define ECL_TRAIN_H
+
+#include <stdint.h>
+
+#include "ecl/config.h"
+#include "ecl/data.h"
+#include "ecl/model.h"
+
+/* What the whole-data pass of a model gives: hard assignments, scores. */
+typedef struct {
+    int32_t *cluster;        /* [N] argmax sigma */
+    float *confidence;       /* [N] max sigma */
+    int64_t *sizes;          /* [K] */
+    int k, clusters_used;
+    int64_t min_size, max_size;
+    double marginal_entropy; /* H(mean sigma) in nats; log K when balanced */
+    double mean_confidence;
+    int labelled;            /* 1 when the scores below mean something */
+    double acc, nmi, ari, acc_majority;
+} eval_result;
+
+/* Loads the data set that cfg names. 0, or -1 with ecl_last_error(). */
+int train_load_dataset(const config *cfg, dataset *ds);
+
+/* Runs the model in inference mode over every sample (clean images) and
+ * scores it against the labels when there are any. Free with
+ * eval_result_free(). */
+void train_evaluate(model *m, const dataset *ds, const float *mean, const float *std,
+                    int64_t batch, eval_result *r);
+void eval_result_free(eval_result *r);
+
+/* The whole run of cfg. Returns the process exit status (0 success). */
+int train_run(const config *cfg);
+
+#endif

@@ -1,0 +1,557 @@
+/*
+ * train.c - one training run from a resolved config: load the data, build
+ * the model, loop over epochs (forward all views -> softmax -> EM pseudo-
+ * labels -> loss and logit gradient -> backward -> optimiser step), log,
+ * score, and write the run folder.
+ *
+ * Shape legend: B images per batch, V augmented views, K clusters, N
+ * samples in the data set.
+ * Not here yet: checkpoints and resume, NaN skip policy, CUDA, MPI.
+ */
+#define _POSIX_C_SOURCE 200809L
+#include "ecl/train.h"
+#include "ecl/core.h"
+#include "ecl/em.h"
+#include "ecl/fileio.h"
+#include "ecl/loss.h"
+#include "ecl/metrics.h"
+#include "ecl/ops.h"
+#include "ecl/optim.h"
+
+#include <math.h>
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+int train_load_dataset(const config *cfg, dataset *ds)
+{
+    int rc;
+    if (strcmp(cfg->data.format, "idx") == 0)
+        rc = dataset_load_idx(ds, cfg->data.path, cfg->data.labels, cfg->data.channels);
+    else
+        rc = dataset_load_folder(ds, cfg->data.path, cfg->data.channels, cfg->data.height,
+                                 cfg->data.width);
+    if (rc != 0)
+        return rc;
+    dataset_truncate(ds, cfg->data.limit);
+    return 0;
+}
+
+/* ---- evaluation ----------------------------------------------------------- */
+
+void eval_result_free(eval_result *r)
+{
+    free(r->cluster);
+    free(r->confidence);
+    free(r->sizes);
+    memset(r, 0, sizeof *r);
+}
+
+/* Cluster sizes, marginal entropy and the label scores, from assignments. */
+static void eval_summarise(eval_result *r, const dataset *ds, const double *sigma_sum)
+{
+    r->min_size = INT64_MAX;
+    for (int j = 0; j < r->k; j++) {
+        r->clusters_used += r->sizes[j] > 0;
+        r->min_size = r->sizes[j] < r->min_size ? r->sizes[j] : r->min_size;
+        r->max_size = r->sizes[j] > r->max_size ? r->sizes[j] : r->max_size;
+        double pj = sigma_sum[j] / (double)ds->n;
+        r->marginal_entropy -= pj > 0.0 ? pj * log(pj) : 0.0;
+    }
+    for (int64_t i = 0; i < ds->n; i++) {
+        r->mean_confidence += r->confidence[i];
+        r->labelled |= ds->labels[i] >= 0;
+    }
+    r->mean_confidence /= (double)ds->n;
+    if (!r->labelled)
+        return;
+    r->acc = metrics_acc(ds->labels, r->cluster, ds->n);
+    r->nmi = metrics_nmi(ds->labels, r->cluster, ds->n);
+    r->ari = metrics_ari(ds->labels, r->cluster, ds->n);
+    r->acc_majority = metrics_acc_majority(ds->labels, r->cluster, ds->n);
+}
+
+void train_evaluate(model *m, const dataset *ds, const float *mean, const float *std,
+                    int64_t batch, eval_result *r)
+{
+    int k = m->k;
+    int64_t img = (int64_t)ds->c * ds->h * ds->w;
+    float *x = ecl_malloc((size_t)(batch * img) * sizeof(float));
+    float *p = ecl_malloc((size_t)(batch * k) * sizeof(float));
+    double *sigma_sum = ecl_calloc((size_t)k, sizeof(double));
+    memset(r, 0, sizeof *r);
+    r->k = k;
+    r->cluster = ecl_malloc((size_t)ds->n * sizeof(int32_t));
+    r->confidence = ecl_malloc((size_t)ds->n * sizeof(float));
+    r->sizes = ecl_calloc((size_t)k, sizeof(int64_t));
+
+    /* Clean images in order, inference-mode batch norm. */
+    for (int64_t start = 0; start < ds->n; start += batch) {
+        int64_t b = ds->n - start < batch ? ds->n - start : batch;
+        #pragma omp parallel for schedule(static)
+        for (int64_t i = 0; i < b; i++)
+            augment_image(ds->pixels + (start + i) * img, ds->c, ds->h, ds->w, NULL, mean,
+                          std, 0, x + i * img);
+        model_forward(m, x, b, 0, p);
+        softmax_forward_cpu(p, p, b, k);
+        for (int64_t i = 0; i < b; i++) {
+            const float *pr = p + i * k;
+            int best = 0;
+            for (int j = 0; j < k; j++) {
+                best = pr[j] > pr[best] ? j : best;
+                sigma_sum[j] += pr[j];
+            }
+            r->cluster[start + i] = best;
+            r->confidence[start + i] = pr[best];
+            r->sizes[best]++;
+        }
+    }
+    eval_summarise(r, ds, sigma_sum);
+    free(x);
+    free(p);
+    free(sigma_sum);
+}
+
+/* ---- the run folder --------------------------------------------------------- */
+
+static int write_config_file(const config *cfg, const char *dir)
+{
+    char path[1100];
+    atomic_file a;
+    snprintf(path, sizeof path, "%s/config.ini", dir);
+    if (atomic_open(&a, path) != 0)
+        return -1;
+    config_write_ini(cfg, a.f);
+    return atomic_commit(&a);
+}
+
+static int write_assignments(const eval_result *r, const dataset *ds, const char *dir)
+{
+    char path[1100];
+    atomic_file a;
+    snprintf(path, sizeof path, "%s/assignments.csv", dir);
+    if (atomic_open(&a, path) != 0)
+        return -1;
+    fprintf(a.f, "index,name,cluster,confidence,label\n");
+    for (int64_t i = 0; i < ds->n; i++)
+        fprintf(a.f, "%lld,%s,%d,%.6f,%d\n", (long long)i, ds->names ? ds->names[i] : "",
+                r->cluster[i], r->confidence[i], ds->labels[i]);
+    return atomic_commit(&a);
+}
+
+typedef struct {
+    double seconds, img_per_s;
+    double km_acc, km_nmi, km_ari;  /* K-means baseline; negative when not run */
+    int64_t steps;
+} run_summary;
+
+static void json_eval_fields(FILE *f, const eval_result *r)
+{
+    fprintf(f, "\"clusters_used\": %d, \"min_cluster\": %lld, \"max_cluster\": %lld, "
+            "\"marginal_entropy\": %.6f, \"log_k\": %.6f, \"mean_confidence\": %.6f",
+            r->clusters_used, (long long)r->min_size, (long long)r->max_size,
+            r->marginal_entropy, log((double)r->k), r->mean_confidence);
+    if (r->labelled)
+        fprintf(f, ", \"acc\": %.6f, \"nmi\": %.6f, \"ari\": %.6f, \"acc_majority\": %.6f",
+                r->acc, r->nmi, r->ari, r->acc_majority);
+}
+
+static int write_metrics(const eval_result *r, const run_summary *s, const dataset *ds,
+                         const char *dir)
+{
+    char path[1100];
+    atomic_file a;
+    snprintf(path, sizeof path, "%s/metrics.json", dir);
+    if (atomic_open(&a, path) != 0)
+        return -1;
+    fprintf(a.f, "{\"n\": %lld, \"k\": %d, ", (long long)ds->n, r->k);
+    json_eval_fields(a.f, r);
+    fprintf(a.f, ", \"seconds\": %.3f, \"train_img_per_s\": %.1f, \"steps\": %lld",
+            s->seconds, s->img_per_s, (long long)s->steps);
+    if (s->km_acc >= 0.0)
+        fprintf(a.f, ", \"kmeans_acc\": %.6f, \"kmeans_nmi\": %.6f, \"kmeans_ari\": %.6f",
+                s->km_acc, s->km_nmi, s->km_ari);
+    fprintf(a.f, ", \"sizes\": [");
+    for (int j = 0; j < r->k; j++)
+        fprintf(a.f, "%s%lld", j ? ", " : "", (long long)r->sizes[j]);
+    fprintf(a.f, "]}\n");
+    return atomic_commit(&a);
+}
+
+/* ---- the training loop ------------------------------------------------------ */
+
+/* Everything one run holds, so the loop's helpers take one argument. */
+typedef struct {
+    const config *cfg;
+    dataset ds;
+    loader *ld;
+    model net;
+    optimizer opt;
+    loss_weights lw;
+    float mean[3], std[3];
+    FILE *log;                 /* log.jsonl, appended */
+    int64_t b, k, views, n_batches, total_steps, global_step;
+    float *logits, *dlogits;   /* [(V+1) B, K] */
+    float *sigma, *y;          /* [B, K] */
+    float *y_store;            /* [N, K] last y per sample, for em.warm_start */
+    double t_start;
+} run_state;
+
+/* Statistics accumulated over a progress interval and over an epoch. */
+typedef struct {
+    loss_terms sum;
+    double em_iters, max_sigma, agree;
+    int64_t steps, images;
+    int64_t *hits;             /* [K] argmax-sigma counts */
+} interval_stats;
+
+static void stats_add(interval_stats *s, const loss_terms *t, int em_iters)
+{
+    s->sum.rce += t->rce;
+    s->sum.fairness += t->fairness;
+    s->sum.head_norm += t->head_norm;
+    s->sum.aug += t->aug;
+    s->sum.fce += t->fce;
+    s->sum.total += t->total;
+    s->em_iters += em_iters;
+    s->steps++;
+}
+
+static void stats_reset(interval_stats *s, int k)
+{
+    int64_t *hits = s->hits;
+    memset(s, 0, sizeof *s);
+    s->hits = hits;
+    memset(s->hits, 0, (size_t)k * sizeof(int64_t));
+}
+
+/* Per-row bookkeeping of one batch: argmax counts, confidence, and how
+ * often the pseudo-label's argmax equals the prediction's. */
+static void stats_rows(interval_stats *s, const float *sigma, const float *y, int64_t b, int k)
+{
+    for (int64_t i = 0; i < b; i++) {
+        const float *p = sigma + i * k, *q = y + i * k;
+        int bp = 0, bq = 0;
+        for (int j = 1; j < k; j++) {
+            bp = p[j] > p[bp] ? j : bp;
+            bq = q[j] > q[bq] ? j : bq;
+        }
+        s->hits[bp]++;
+        s->max_sigma += p[bp];
+        s->agree += bp == bq;
+    }
+    s->images += b;
+}
+
+static int check_finite(const float *x, int64_t n, const char *what, int64_t step)
+{
+    for (int64_t i = 0; i < n; i++)
+        if (!isfinite(x[i]))
+            return ecl_set_error("%s has a non-finite value (%g at flat index %lld) at "
+                                 "step %lld; lower optim.lr or check the input data",
+                                 what, x[i], (long long)i, (long long)step);
+    return 0;
+}
+
+/* One optimisation step on one batch. 0, or -1 on a non-finite value. */
+static int train_step(run_state *st, const loader_batch *bt, loss_terms *t, int *em_iters)
+{
+    int64_t b = bt->b, k = st->k, nv = st->views + 1;
+    const config *cfg = st->cfg;
+
+    /* All views in one forward: batch norm sees clean and augmented alike. */
+    model_forward(&st->net, bt->x, nv * b, 1, st->logits);
+    if (check_finite(st->logits, nv * b * k, "logits", st->global_step) != 0)
+        return -1;
+
+    /* Pseudo-labels for the clean view, warm-started when asked. */
+    softmax_forward_cpu(st->logits, st->sigma, b, k);
+    int warm = cfg->em.warm_start && st->y_store;
+    if (warm)
+        for (int64_t i = 0; i < b; i++)
+            memcpy(st->y + i * k, st->y_store + bt->index[i] * k, (size_t)k * sizeof(float));
+    em_result er = em_solve_cpu(st->sigma, st->y, b, (int)k, NULL, cfg->loss.lambda,
+                                cfg->em.max_iter, cfg->em.tol, !warm);
+    *em_iters = er.iters;
+    if (st->y_store)
+        for (int64_t i = 0; i < b; i++)
+            memcpy(st->y_store + bt->index[i] * k, st->y + i * k, (size_t)k * sizeof(float));
+
+    /* Loss and gradient with y fixed, then backward and the update. */
+    loss_ecl_cpu(st->logits, st->y, b, (int)k, st->views, &st->lw, NULL, st->dlogits, t);
+    model_backward(&st->net, st->dlogits, nv * b);
+    loss_head_norm_cpu(st->net.head_w->value, st->net.head_w->n, &st->lw,
+                       st->net.head_w->grad, t);
+    if (!isfinite(t->total))
+        return ecl_set_error("loss is not finite (%g) at step %lld; lower optim.lr",
+                             t->total, (long long)st->global_step);
+    int64_t warmup = (int64_t)(cfg->optim.warmup_epochs * (float)st->n_batches);
+    optim_step(&st->opt, &st->net, optim_lr_at(cfg, st->global_step, st->total_steps, warmup));
+    return 0;
+}
+
+static void format_eta(double s, char *buf, size_t n)
+{
+    long t = (long)(s + 0.5);
+    if (t >= 3600)
+        snprintf(buf, n, "%ldh%02ldm", t / 3600, (t / 60) % 60);
+    else
+        snprintf(buf, n, "%ldm%02lds", t / 60, t % 60);
+}
+
+/* One aligned progress line on stderr and one "step" record in log.jsonl. */
+static void log_progress(run_state *st, int64_t epoch, int64_t step, const interval_stats *s)
+{
+    double el = ecl_now_s() - st->t_start, n = (double)s->steps;
+    double done = (double)st->global_step, img_s = done * st->b / (el > 0 ? el : 1e-9);
+    double eta = el / done * (double)(st->total_steps - st->global_step);
+    float lr = optim_lr_at(st->cfg, st->global_step - 1, st->total_steps,
+                           (int64_t)(st->cfg->optim.warmup_epochs * (float)st->n_batches));
+    char eta_s[32];
+    format_eta(eta, eta_s, sizeof eta_s);
+    ecl_log_info("ep %3lld/%d step %5lld/%lld | loss %8.4f rce %7.4f fair %.2e aug %7.4f "
+                 "fce %7.4f | em %5.1f | %6.0f img/s | eta %s",
+                 (long long)epoch + 1, st->cfg->run.epochs, (long long)step + 1,
+                 (long long)st->n_batches, s->sum.total / n, s->sum.rce / n,
+                 s->sum.fairness / n, s->sum.aug / n, s->sum.fce / n, s->em_iters / n, img_s,
+                 eta_s);
+    fprintf(st->log, "{\"kind\": \"step\", \"epoch\": %lld, \"step\": %lld, \"global_step\": "
+            "%lld, \"lr\": %.6g, \"loss\": %.6f, \"rce\": %.6f, \"fairness\": %.6g, "
+            "\"head_norm\": %.6f, \"aug\": %.6f, \"fce\": %.6f, \"em_iters\": %.2f, "
+            "\"img_per_s\": %.1f, \"elapsed_s\": %.2f}\n",
+            (long long)epoch + 1, (long long)step + 1, (long long)st->global_step, lr,
+            s->sum.total / n, s->sum.rce / n, s->sum.fairness / n, s->sum.head_norm / n,
+            s->sum.aug / n, s->sum.fce / n, s->em_iters / n, img_s, el);
+    fflush(st->log);
+}
+
+/* The epoch's training-time statistics, plus a full-data score when due. */
+static void log_epoch(run_state *st, int64_t epoch, const interval_stats *s, double secs)
+{
+    int used = 0;
+    int64_t mn = INT64_MAX, mx = 0;
+    for (int j = 0; j < st->k; j++) {
+        used += s->hits[j] > 0;
+        mn = s->hits[j] < mn ? s->hits[j] : mn;
+        mx = s->hits[j] > mx ? s->hits[j] : mx;
+    }
+    double n = (double)s->steps, im = (double)s->images;
+    fprintf(st->log, "{\"kind\": \"epoch\", \"epoch\": %lld, \"seconds\": %.2f, \"loss\": %.6f, "
+            "\"rce\": %.6f, \"fairness\": %.6g, \"aug\": %.6f, \"fce\": %.6f, \"em_iters\": "
+            "%.2f, \"train_clusters_used\": %d, \"train_min_cluster\": %lld, "
+            "\"train_max_cluster\": %lld, \"mean_max_sigma\": %.6f, \"agree_y_sigma\": %.6f",
+            (long long)epoch + 1, secs, s->sum.total / n, s->sum.rce / n, s->sum.fairness / n,
+            s->sum.aug / n, s->sum.fce / n, s->em_iters / n, used, (long long)mn,
+            (long long)mx, s->max_sigma / im, s->agree / im);
+
+    int every = st->cfg->run.eval_every;
+    int last = epoch + 1 == st->cfg->run.epochs;
+    if (every > 0 && ((epoch + 1) % every == 0 || last)) {
+        eval_result r;
+        train_evaluate(&st->net, &st->ds, st->mean, st->std, st->b * (st->views + 1), &r);
+        fprintf(st->log, ", ");
+        json_eval_fields(st->log, &r);
+        ecl_log_info("epoch %lld: %d/%d clusters (sizes %lld..%lld), H(marginal) %.3f of "
+                     "%.3f, agree(y, sigma) %.3f%s", (long long)epoch + 1, r.clusters_used,
+                     r.k, (long long)r.min_size, (long long)r.max_size, r.marginal_entropy,
+                     log((double)r.k), s->agree / im, r.labelled ? "" : "");
+        if (r.labelled)
+            ecl_log_info("epoch %lld: ACC %.4f  NMI %.4f  ARI %.4f", (long long)epoch + 1,
+                         r.acc, r.nmi, r.ari);
+        if (r.clusters_used < r.k)
+            ecl_log_warn("%d of %d clusters are empty after epoch %lld", r.k - r.clusters_used,
+                         r.k, (long long)epoch + 1);
+        eval_result_free(&r);
+    }
+    fprintf(st->log, "}\n");
+    fflush(st->log);
+}
+
+/* K-means on raw pixels of the same images: the baseline to beat. */
+static void kmeans_baseline(run_state *st, run_summary *sum)
+{
+    const dataset *ds = &st->ds;
+    int64_t d = (int64_t)ds->c * ds->h * ds->w;
+    float *x = ecl_malloc((size_t)(ds->n * d) * sizeof(float));
+    int32_t *assign = ecl_malloc((size_t)ds->n * sizeof(int32_t));
+    for (int64_t i = 0; i < ds->n * d; i++)
+        x[i] = ds->pixels[i] / 255.0f;
+    double t0 = ecl_now_s();
+    kmeans_fit(x, ds->n, d, (int)st->k, 100, 3, st->cfg->run.seed, assign, NULL);
+    sum->km_acc = metrics_acc(ds->labels, assign, ds->n);
+    sum->km_nmi = metrics_nmi(ds->labels, assign, ds->n);
+    sum->km_ari = metrics_ari(ds->labels, assign, ds->n);
+    ecl_log_info("k-means baseline (raw pixels, k-means++, best of 3): ACC %.4f  NMI %.4f  "
+                 "ARI %.4f  (%.1f s)", sum->km_acc, sum->km_nmi, sum->km_ari,
+                 ecl_now_s() - t0);
+    free(x);
+    free(assign);
+}
+
+/* Data, model, optimiser, loader, buffers and the log file. 0 or -1. */
+static int run_setup(run_state *st, const config *cfg)
+{
+    memset(st, 0, sizeof *st);
+    st->cfg = cfg;
+    if (train_load_dataset(cfg, &st->ds) != 0)
+        return -1;
+    st->b = cfg->run.batch;
+    st->k = cfg->model.clusters;
+    st->views = cfg->augment.views;
+    if (st->ds.n < st->b)
+        return ecl_set_error("run.batch = %lld is larger than the data set (%lld samples in "
+                             "%s); lower run.batch or raise data.limit", (long long)st->b,
+                             (long long)st->ds.n, cfg->data.path);
+    if (st->k > LOSS_MAX_K)
+        return ecl_set_error("model.clusters = %lld exceeds the CPU loss limit %d",
+                             (long long)st->k, LOSS_MAX_K);
+    ecl_log_info("data: %lld images of %d x %d x %d from %s%s", (long long)st->ds.n,
+                 st->ds.c, st->ds.h, st->ds.w, cfg->data.path,
+                 st->ds.n_classes ? "" : " (unlabelled: no scores, assignments only)");
+
+    /* Normalisation from the data, then the loader and the model. */
+    dataset_channel_stats(&st->ds, st->mean, st->std);
+    loader_config lc = { st->b, st->views, cfg->augment.workers, 1, 1, cfg->run.seed,
+                         { cfg->augment.translate, cfg->augment.rotate, cfg->augment.scale,
+                           cfg->augment.hflip, cfg->augment.jitter },
+                         { 0 }, { 0 } };
+    memcpy(lc.mean, st->mean, sizeof lc.mean);
+    memcpy(lc.std, st->std, sizeof lc.std);
+    st->ld = loader_create(&st->ds, &lc);
+    st->n_batches = loader_n_batches(st->ld);
+    st->total_steps = st->n_batches * cfg->run.epochs;
+    model_init(&st->net, cfg, st->ds.c, st->ds.h, st->ds.w, cfg->run.seed);
+    optim_init(&st->opt, cfg, &st->net);
+    st->lw = (loss_weights){ cfg->loss.lambda, cfg->loss.gamma, cfg->loss.alpha,
+                             cfg->loss.forward_ce, cfg->loss.y_eps,
+                             (aug_form)loss_aug_form_parse(cfg->loss.aug_form) };
+
+    /* Step buffers, sized once. */
+    int64_t rows = (st->views + 1) * st->b;
+    st->logits = ecl_malloc((size_t)(rows * st->k) * sizeof(float));
+    st->dlogits = ecl_malloc((size_t)(rows * st->k) * sizeof(float));
+    st->sigma = ecl_malloc((size_t)(st->b * st->k) * sizeof(float));
+    st->y = ecl_malloc((size_t)(st->b * st->k) * sizeof(float));
+    if (cfg->em.warm_start) {
+        st->y_store = ecl_malloc((size_t)(st->ds.n * st->k) * sizeof(float));
+        for (int64_t i = 0; i < st->ds.n * st->k; i++)
+            st->y_store[i] = 1.0f / (float)st->k;
+    }
+
+    char path[1100];
+    snprintf(path, sizeof path, "%s/log.jsonl", cfg->run.out);
+    st->log = fopen(path, "a");
+    if (!st->log)
+        return ecl_set_error("cannot open %s for appending", path);
+    ecl_log_info("model: %s, %lld parameters, K = %lld; GEMM: %s; %d threads",
+                 cfg->model.name, (long long)model_n_values(&st->net), (long long)st->k,
+                 gemm_backend_name(), omp_get_max_threads());
+    return 0;
+}
+
+static void run_teardown(run_state *st)
+{
+    if (st->ld)
+        loader_destroy(st->ld);
+    if (st->log)
+        fclose(st->log);
+    model_free(&st->net);
+    optim_free(&st->opt);
+    dataset_free(&st->ds);
+    free(st->logits);
+    free(st->dlogits);
+    free(st->sigma);
+    free(st->y);
+    free(st->y_store);
+}
+
+/* All epochs. 0, or -1 when a step failed. */
+static int run_epochs(run_state *st)
+{
+    interval_stats iv = { 0 }, ep = { 0 };
+    iv.hits = ecl_calloc((size_t)st->k, sizeof(int64_t));
+    ep.hits = ecl_calloc((size_t)st->k, sizeof(int64_t));
+    int rc = 0;
+    st->t_start = ecl_now_s();
+
+    for (int64_t e = 0; e < st->cfg->run.epochs && rc == 0; e++) {
+        double t_epoch = ecl_now_s();
+        stats_reset(&ep, (int)st->k);
+        loader_start_epoch(st->ld, e);
+        const loader_batch *bt;
+        while (rc == 0 && (bt = loader_next(st->ld)) != NULL) {
+            loss_terms t;
+            int iters;
+            rc = train_step(st, bt, &t, &iters);
+            if (rc != 0)
+                break;
+            st->global_step++;
+            stats_add(&iv, &t, iters);
+            stats_add(&ep, &t, iters);
+            stats_rows(&ep, st->sigma, st->y, bt->b, (int)st->k);
+            if (st->global_step % st->cfg->run.log_every == 0 || bt->step + 1 == st->n_batches) {
+                log_progress(st, e, bt->step, &iv);
+                stats_reset(&iv, (int)st->k);
+            }
+        }
+        if (rc == 0)
+            log_epoch(st, e, &ep, ecl_now_s() - t_epoch);
+    }
+    free(iv.hits);
+    free(ep.hits);
+    return rc;
+}
+
+/* Final scores, files and the summary on stdout. */
+static int run_finish(run_state *st)
+{
+    run_summary sum = { 0 };
+    sum.seconds = ecl_now_s() - st->t_start;
+    sum.steps = st->global_step;
+    sum.img_per_s = (double)st->global_step * st->b / (sum.seconds > 0 ? sum.seconds : 1e-9);
+    sum.km_acc = sum.km_nmi = sum.km_ari = -1.0;
+
+    eval_result r;
+    train_evaluate(&st->net, &st->ds, st->mean, st->std, st->b * (st->views + 1), &r);
+    if (st->cfg->run.kmeans_baseline && r.labelled)
+        kmeans_baseline(st, &sum);
+    int rc = write_assignments(&r, &st->ds, st->cfg->run.out);
+    if (rc == 0)
+        rc = write_metrics(&r, &sum, &st->ds, st->cfg->run.out);
+
+    printf("run folder: %s\n", st->cfg->run.out);
+    printf("trained %lld steps in %.1f s (%.0f img/s), %d of %d clusters used\n",
+           (long long)sum.steps, sum.seconds, sum.img_per_s, r.clusters_used, r.k);
+    if (r.labelled) {
+        printf("%-22s %8s %8s %8s\n", "", "ACC", "NMI", "ARI");
+        printf("%-22s %8.4f %8.4f %8.4f\n", "ecl", r.acc, r.nmi, r.ari);
+        if (sum.km_acc >= 0.0)
+            printf("%-22s %8.4f %8.4f %8.4f\n", "k-means (raw pixels)", sum.km_acc,
+                   sum.km_nmi, sum.km_ari);
+    }
+    eval_result_free(&r);
+    return rc;
+}
+
+int train_run(const config *cfg)
+{
+    if (cfg->run.threads > 0)
+        omp_set_num_threads(cfg->run.threads);
+    if (make_dirs(cfg->run.out) != 0 || write_config_file(cfg, cfg->run.out) != 0) {
+        fprintf(stderr, "ecl-train: %s\n", ecl_last_error());
+        return 1;
+    }
+    config_print_table(cfg, stderr);
+
+    run_state st;
+    int rc = run_setup(&st, cfg);
+    if (rc == 0)
+        rc = run_epochs(&st);
+    if (rc == 0)
+        rc = run_finish(&st);
+    if (rc != 0)
+        fprintf(stderr, "ecl-train: %s\n", ecl_last_error());
+    run_teardown(&st);
+    return rc == 0 ? 0 : 1;
+}
