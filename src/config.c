@@ -88,6 +88,8 @@ static const config_key config_keys[] = {
 
     K_STR(model, name, "vgg4", "vgg4", "network: vgg4 (four conv blocks, linear head)"),
     K_INT(model, clusters, "10", 1, 100000, "number of clusters K"),
+    K_INT(model, heads, "1", 1, 8,
+          "clustering heads sharing the backbone; the lowest-loss head is used"),
     K_INT(model, width, "64", 1, 4096, "channels of the first conv block"),
     K_BOOL(model, head_bn, "true",
            "parameter-free batch norm on the pooled features before the head"),

@@ -9,7 +9,11 @@
  * count; each block sums its own columns and the blocks are combined in
  * order, so one thread and many give identical bits.
  *
- * Not here: the Newton solvers, the CUDA twin, and the all-reduce of the
+ * em_state exposes the iteration so a caller can stop on its own rule
+ * (solvers.c stops on the full KKT conditions); em_solve_cpu is the
+ * one-call form with the max |dy| stop.
+ *
+ * Not here: the other solvers (solvers.c), the CUDA twin, and the all-reduce of the
  * column sums across ranks for distributed training.
  */
 #include "ecl/em.h"
@@ -34,18 +38,21 @@
 /* Below this many elements one thread is faster than waking a team. */
 #define EM_PARALLEL_MIN_ELEMS ((int64_t)1 << 16)
 
-typedef struct {
+struct em_state {
     const float *sigma;     /* [N, K] */
     float *y;               /* [N, K] */
     int64_t n;
     int k;
+    const float *u;         /* [K] target, NULL = uniform */
+    double lambda;
     int64_t n_blocks;
     int parallel;           /* 1 when N*K is large enough for OpenMP */
     double *w;              /* [K] lambda u_k / ybar_k */
     double *colsum;         /* [K] sum_i y_ik, combined in block order */
     double *partial;        /* [n_blocks, K] per-block column sums */
     double *block_change;   /* [n_blocks] max |dy| within each block */
-} em_work;
+};
+typedef struct em_state em_work;
 
 /* u_k, or 1/K when u is NULL. */
 static inline double em_target(const float *u, int k, int c)
@@ -222,12 +229,9 @@ static void em_set_weights(em_work *ws, const float *u, double lambda)
 
 /* Checks every input; a failure is a programming error inside training. */
 static void em_check_solve_inputs(const float *sigma, const float *y, int64_t n, int k,
-                                  const float *u, double lambda, int max_iter,
-                                  double tol, int init_from_sigma)
+                                  const float *u, double lambda, int init_from_sigma)
 {
     em_check_args("em_solve_cpu", n, k, lambda);
-    ECL_CHECK(max_iter >= 0, "em_solve_cpu: max_iter = %d, expected >= 0", max_iter);
-    ECL_CHECK(tol >= 0.0, "em_solve_cpu: tol = %g, expected >= 0", tol);
     em_check_rows("em_solve_cpu", "sigma",
                   "pass softmax probabilities, not logits, and check them for NaN first",
                   sigma, n, k);
@@ -238,47 +242,72 @@ static void em_check_solve_inputs(const float *sigma, const float *y, int64_t n,
         em_check_warm_start(y, n, k);
 }
 
+em_state *em_state_create(const float *sigma, float *y, int64_t n, int k, const float *u,
+                          double lambda, int init_from_sigma)
+{
+    em_check_solve_inputs(sigma, y, n, k, u, lambda, init_from_sigma);
+    em_work *ws = ecl_calloc(1, sizeof *ws);
+    *ws = (em_work){.sigma = sigma, .y = y, .n = n, .k = k, .u = u, .lambda = lambda};
+
+    /* One cluster: the simplex is a single point, nothing to iterate. */
+    if (k == 1) {
+        for (int64_t i = 0; i < n; i++)
+            y[i] = 1.0f;
+        return ws;
+    }
+
+    /* Work space: the block partition fixes the summation order. */
+    ws->n_blocks = (n + EM_BLOCK_ROWS - 1) / EM_BLOCK_ROWS;
+    ws->parallel = n * k > EM_PARALLEL_MIN_ELEMS && ws->n_blocks > 1;
+    ws->w = ecl_malloc((size_t)k * sizeof *ws->w);
+    ws->colsum = ecl_malloc((size_t)k * sizeof *ws->colsum);
+    ws->partial = ecl_malloc((size_t)(ws->n_blocks * k) * sizeof *ws->partial);
+    ws->block_change = ecl_malloc((size_t)ws->n_blocks * sizeof *ws->block_change);
+    em_pass(ws, 0, init_from_sigma);
+    return ws;
+}
+
+int em_state_iterate(em_state *ws, int n_iter, double tol, em_result *res)
+{
+    /* Jacobi iterations: weights from the current y, then every row.
+     * TODO: max |dy| < tol can stop far from the optimum when an entry must
+     * grow from near zero (geometrically, by less than tol per step; 0.2 too
+     * high in F on one-hot sigma at lambda 100, see test_em); solvers.h stops
+     * on the full KKT conditions instead, at one more O(NK) pass per check. */
+    int done = 0;
+    if (ws->k == 1)
+        return 0;
+    while (done < n_iter) {
+        em_set_weights(ws, ws->u, ws->lambda);
+        res->max_change = em_pass(ws, 1, 0);
+        res->iters++;
+        done++;
+        if (res->max_change < tol)
+            break;
+    }
+    return done;
+}
+
+void em_state_free(em_state *ws)
+{
+    if (!ws)
+        return;
+    free(ws->w);
+    free(ws->colsum);
+    free(ws->partial);
+    free(ws->block_change);
+    free(ws);
+}
+
 em_result em_solve_cpu(const float *sigma, float *y, int64_t n, int k, const float *u,
                        double lambda, int max_iter, double tol, int init_from_sigma)
 {
     em_result res = {0, 0.0};
-    em_check_solve_inputs(sigma, y, n, k, u, lambda, max_iter, tol, init_from_sigma);
-
-    /* One cluster: the simplex is a single point. */
-    if (k == 1) {
-        for (int64_t i = 0; i < n; i++)
-            y[i] = 1.0f;
-        return res;
-    }
-
-    /* Work space: the block partition fixes the summation order. */
-    em_work ws = {.sigma = sigma, .y = y, .n = n, .k = k};
-    ws.n_blocks = (n + EM_BLOCK_ROWS - 1) / EM_BLOCK_ROWS;
-    ws.parallel = n * k > EM_PARALLEL_MIN_ELEMS && ws.n_blocks > 1;
-    ws.w = ecl_malloc((size_t)k * sizeof *ws.w);
-    ws.colsum = ecl_malloc((size_t)k * sizeof *ws.colsum);
-    ws.partial = ecl_malloc((size_t)(ws.n_blocks * k) * sizeof *ws.partial);
-    ws.block_change = ecl_malloc((size_t)ws.n_blocks * sizeof *ws.block_change);
-
-    /* Jacobi iterations: weights from the current y, then every row.
-     * TODO: max |dy| < tol can stop far from the optimum when an entry must
-     * grow from near zero (geometrically, by less than tol per step; 0.2 too
-     * high in F on one-hot sigma at lambda 100, see test_em); stopping on the
-     * full KKT conditions, sign of g - mu included, would cost one more O(NK)
-     * pass per check and a change of em.h's contract. */
-    em_pass(&ws, 0, init_from_sigma);
-    while (res.iters < max_iter) {
-        em_set_weights(&ws, u, lambda);
-        res.max_change = em_pass(&ws, 1, 0);
-        res.iters++;
-        if (res.max_change < tol)
-            break;
-    }
-
-    free(ws.w);
-    free(ws.colsum);
-    free(ws.partial);
-    free(ws.block_change);
+    ECL_CHECK(max_iter >= 0, "em_solve_cpu: max_iter = %d, expected >= 0", max_iter);
+    ECL_CHECK(tol >= 0.0, "em_solve_cpu: tol = %g, expected >= 0", tol);
+    em_state *ws = em_state_create(sigma, y, n, k, u, lambda, init_from_sigma);
+    em_state_iterate(ws, max_iter, tol, &res);
+    em_state_free(ws);
     return res;
 }
 

@@ -108,11 +108,25 @@ void model_init(model *m, const config *cfg, int cin, int h, int w, uint64_t see
 
     /* The head: weights under the gamma penalty, not the weight decay. */
     int64_t hshape[2] = { m->k, m->m }, bshape[1] = { m->k };
-    m->head_w = add_param(m, "head.weight", 2, hshape, 0);
-    m->head_b = add_param(m, "head.bias", 1, bshape, 0);
     float bound = 1.0f / sqrtf((float)m->m);
-    fill_uniform(m->head_w->value, m->head_w->n, bound, &r);
-    fill_uniform(m->head_b->value, m->head_b->n, bound, &r);
+    m->n_heads = cfg->model.heads > 0 ? cfg->model.heads : 1;
+    ECL_CHECK(m->n_heads <= MODEL_MAX_HEADS, "model.heads = %d exceeds %d", m->n_heads,
+              MODEL_MAX_HEADS);
+    for (int hd = 0; hd < m->n_heads; hd++) {
+        char wname[48], bname[48];
+        /* One head keeps the plain names a PyTorch module would use. */
+        if (m->n_heads == 1) {
+            snprintf(wname, sizeof wname, "head.weight");
+            snprintf(bname, sizeof bname, "head.bias");
+        } else {
+            snprintf(wname, sizeof wname, "head.%d.weight", hd);
+            snprintf(bname, sizeof bname, "head.%d.bias", hd);
+        }
+        m->head_w[hd] = add_param(m, wname, 2, hshape, 0);
+        m->head_b[hd] = add_param(m, bname, 1, bshape, 0);
+        fill_uniform(m->head_w[hd]->value, m->head_w[hd]->n, bound, &r);
+        fill_uniform(m->head_b[hd]->value, m->head_b[hd]->n, bound, &r);
+    }
     if (m->head_bn) {
         m->head_mean = add_buffer(m, "head_bn.running_mean", m->m, 0.0f);
         m->head_var = add_buffer(m, "head_bn.running_var", m->m, 1.0f);
@@ -136,6 +150,7 @@ static void free_activations(model *m)
     free(m->feat_hat);
     free(m->feat_invstd);
     free(m->feat);
+    free(m->dfeat);
     free(m->scratch_a);
     free(m->scratch_b);
     free(m->dcol);
@@ -161,13 +176,14 @@ static void ensure_capacity(model *m, int64_t n)
         largest = b->cin * s > largest ? b->cin * s : largest;
         largest_col = b->cin * 9 * s > largest_col ? b->cin * 9 * s : largest_col;
     }
-    int64_t nm = n * m->m, nk = n * m->k;
+    int64_t nm = n * m->m, nk = n * m->k * m->n_heads;
     largest = nk > largest ? nk : largest;
     m->x_cnhw = ecl_malloc((size_t)(m->cin * m->h * m->w * n) * sizeof(float));
     m->pooled = ecl_malloc((size_t)nm * sizeof(float));
     m->feat_hat = ecl_malloc((size_t)nm * sizeof(float));
     m->feat_invstd = ecl_malloc((size_t)m->m * sizeof(float));
     m->feat = ecl_malloc((size_t)nm * sizeof(float));
+    m->dfeat = ecl_malloc((size_t)nm * sizeof(float));
     m->scratch_a = ecl_malloc((size_t)largest * sizeof(float));
     m->scratch_b = ecl_malloc((size_t)largest * sizeof(float));
     m->dcol = ecl_malloc((size_t)largest_col * sizeof(float));
@@ -237,10 +253,12 @@ void model_forward(model *m, const float *x, int64_t n, int train, float *logits
         batchnorm_forward_eval_cpu(m->pooled, m->feat_hat, NULL, NULL, m->head_mean->value,
                                    m->head_var->value, m->m, n, BN_EPS);
 
-    /* Head on rows = images, then the logit scale. */
+    /* Heads on rows = images, then the logit scale. */
     transpose_cpu(m->feat_hat, m->feat, m->m, n);
-    linear_forward_cpu(m->feat, m->head_w->value, m->head_b->value, logits, n, m->m, m->k);
-    for (int64_t i = 0; i < n * m->k; i++)
+    for (int hd = 0; hd < m->n_heads; hd++)
+        linear_forward_cpu(m->feat, m->head_w[hd]->value, m->head_b[hd]->value,
+                           logits + hd * n * m->k, n, m->m, m->k);
+    for (int64_t i = 0; i < m->n_heads * n * m->k; i++)
         logits[i] *= m->logit_scale;
 }
 
@@ -267,11 +285,19 @@ void model_backward(model *m, const float *dlogits, int64_t n)
 {
     float *a = m->scratch_a, *bb = m->scratch_b;
 
-    /* Head: undo the logit scale, then linear backward to dfeat [N, M]. */
-    for (int64_t i = 0; i < n * m->k; i++)
+    /* Heads: undo the logit scale, then each head's linear backward; their
+     * input gradients add up in bb [N, M]. */
+    int64_t nk = n * m->k;
+    for (int64_t i = 0; i < m->n_heads * nk; i++)
         a[i] = dlogits[i] * m->logit_scale;
-    linear_backward_cpu(a, m->feat, m->head_w->value, bb, m->head_w->grad, m->head_b->grad,
-                        n, m->m, m->k);
+    for (int hd = 0; hd < m->n_heads; hd++) {
+        float *dx = hd == 0 ? bb : m->dfeat;
+        linear_backward_cpu(a + hd * nk, m->feat, m->head_w[hd]->value, dx,
+                            m->head_w[hd]->grad, m->head_b[hd]->grad, n, m->m, m->k);
+        if (hd > 0)
+            for (int64_t i = 0; i < n * m->m; i++)
+                bb[i] += dx[i];
+    }
 
     /* Back to [M, N], through the head BN and the average pool. */
     transpose_cpu(bb, a, n, m->m);

@@ -72,21 +72,41 @@ static void eval_summarise(eval_result *r, const dataset *ds, const double *sigm
     r->acc_majority = metrics_acc_majority(ds->labels, r->cluster, ds->n);
 }
 
+/* Argmax, confidence and sizes of rows [start, start + b) from sigma. */
+static void eval_rows(eval_result *r, const float *p, int64_t start, int64_t b,
+                      double *sigma_sum)
+{
+    int k = r->k;
+    for (int64_t i = 0; i < b; i++) {
+        const float *pr = p + i * k;
+        int best = 0;
+        for (int j = 0; j < k; j++) {
+            best = pr[j] > pr[best] ? j : best;
+            sigma_sum[j] += pr[j];
+        }
+        r->cluster[start + i] = best;
+        r->confidence[start + i] = pr[best];
+        r->sizes[best]++;
+    }
+}
+
 void train_evaluate(model *m, const dataset *ds, const float *mean, const float *std,
                     int64_t batch, eval_result *r)
 {
-    int k = m->k;
+    int k = m->k, heads = m->n_heads;
     int64_t img = (int64_t)ds->c * ds->h * ds->w;
     float *x = ecl_malloc((size_t)(batch * img) * sizeof(float));
-    float *p = ecl_malloc((size_t)(batch * k) * sizeof(float));
-    double *sigma_sum = ecl_calloc((size_t)k, sizeof(double));
-    memset(r, 0, sizeof *r);
-    r->k = k;
-    r->cluster = ecl_malloc((size_t)ds->n * sizeof(int32_t));
-    r->confidence = ecl_malloc((size_t)ds->n * sizeof(float));
-    r->sizes = ecl_calloc((size_t)k, sizeof(int64_t));
+    float *p = ecl_malloc((size_t)(heads * batch * k) * sizeof(float));
+    double *sigma_sum = ecl_calloc((size_t)(heads * k), sizeof(double));
+    for (int hd = 0; hd < heads; hd++) {
+        memset(&r[hd], 0, sizeof r[hd]);
+        r[hd].k = k;
+        r[hd].cluster = ecl_malloc((size_t)ds->n * sizeof(int32_t));
+        r[hd].confidence = ecl_malloc((size_t)ds->n * sizeof(float));
+        r[hd].sizes = ecl_calloc((size_t)k, sizeof(int64_t));
+    }
 
-    /* Clean images in order, inference-mode batch norm. */
+    /* Clean images in order, inference-mode batch norm; every head. */
     for (int64_t start = 0; start < ds->n; start += batch) {
         int64_t b = ds->n - start < batch ? ds->n - start : batch;
         #pragma omp parallel for schedule(static)
@@ -94,23 +114,21 @@ void train_evaluate(model *m, const dataset *ds, const float *mean, const float 
             augment_image(ds->pixels + (start + i) * img, ds->c, ds->h, ds->w, NULL, mean,
                           std, 0, x + i * img);
         model_forward(m, x, b, 0, p);
-        softmax_forward_cpu(p, p, b, k);
-        for (int64_t i = 0; i < b; i++) {
-            const float *pr = p + i * k;
-            int best = 0;
-            for (int j = 0; j < k; j++) {
-                best = pr[j] > pr[best] ? j : best;
-                sigma_sum[j] += pr[j];
-            }
-            r->cluster[start + i] = best;
-            r->confidence[start + i] = pr[best];
-            r->sizes[best]++;
-        }
+        softmax_forward_cpu(p, p, heads * b, k);
+        for (int hd = 0; hd < heads; hd++)
+            eval_rows(&r[hd], p + hd * b * k, start, b, sigma_sum + hd * k);
     }
-    eval_summarise(r, ds, sigma_sum);
+    for (int hd = 0; hd < heads; hd++)
+        eval_summarise(&r[hd], ds, sigma_sum + hd * k);
     free(x);
     free(p);
     free(sigma_sum);
+}
+
+static void eval_results_free(eval_result *r, int heads)
+{
+    for (int hd = 0; hd < heads; hd++)
+        eval_result_free(&r[hd]);
 }
 
 /* ---- the run folder --------------------------------------------------------- */
@@ -192,9 +210,11 @@ typedef struct {
     float mean[3], std[3];
     FILE *log;                 /* log.jsonl, appended */
     int64_t b, k, views, n_batches, total_steps, global_step;
-    float *logits, *dlogits;   /* [(V+1) B, K] */
-    float *sigma, *y;          /* [B, K] */
-    float *y_store;            /* [N, K] last y per sample, for em.warm_start */
+    float *logits, *dlogits;   /* [H, (V+1) B, K] */
+    float *sigma, *y;          /* [H, B, K] */
+    float *y_store;            /* [H, N, K] last y per sample, for em.warm_start */
+    double head_loss[MODEL_MAX_HEADS];  /* summed over the epoch's steps */
+    int best_head;             /* lowest loss over the last finished epoch */
     double t_start;
 } run_state;
 
@@ -206,14 +226,20 @@ typedef struct {
     int64_t *hits;             /* [K] argmax-sigma counts */
 } interval_stats;
 
+/* acc += a * t, term by term. */
+static void loss_terms_axpy(loss_terms *acc, const loss_terms *t, double a)
+{
+    acc->rce += a * t->rce;
+    acc->fairness += a * t->fairness;
+    acc->head_norm += a * t->head_norm;
+    acc->aug += a * t->aug;
+    acc->fce += a * t->fce;
+    acc->total += a * t->total;
+}
+
 static void stats_add(interval_stats *s, const loss_terms *t, int em_iters)
 {
-    s->sum.rce += t->rce;
-    s->sum.fairness += t->fairness;
-    s->sum.head_norm += t->head_norm;
-    s->sum.aug += t->aug;
-    s->sum.fce += t->fce;
-    s->sum.total += t->total;
+    loss_terms_axpy(&s->sum, t, 1.0);
     s->em_iters += em_iters;
     s->steps++;
 }
@@ -254,38 +280,63 @@ static int check_finite(const float *x, int64_t n, const char *what, int64_t ste
     return 0;
 }
 
-/* One optimisation step on one batch. 0, or -1 on a non-finite value. */
+/* One head's pseudo-labels (EM on its clean-view sigma, warm-started when
+ * asked), loss terms and logit gradient. Returns the EM iterations. */
+static int head_step(run_state *st, int hd, const loader_batch *bt, loss_terms *t)
+{
+    int64_t b = bt->b, k = st->k, rows = (st->views + 1) * b;
+    const float *logits = st->logits + hd * rows * k;
+    float *sigma = st->sigma + hd * b * k, *y = st->y + hd * b * k;
+    float *store = st->y_store ? st->y_store + hd * st->ds.n * k : NULL;
+    const config *cfg = st->cfg;
+
+    softmax_forward_cpu(logits, sigma, b, k);
+    if (store)
+        for (int64_t i = 0; i < b; i++)
+            memcpy(y + i * k, store + bt->index[i] * k, (size_t)k * sizeof(float));
+    em_result er = em_solve_cpu(sigma, y, b, (int)k, NULL, cfg->loss.lambda,
+                                cfg->em.max_iter, cfg->em.tol, store == NULL);
+    if (store)
+        for (int64_t i = 0; i < b; i++)
+            memcpy(store + bt->index[i] * k, y + i * k, (size_t)k * sizeof(float));
+
+    loss_ecl_cpu(logits, y, b, (int)k, st->views, &st->lw, NULL,
+                 st->dlogits + hd * rows * k, t);
+    return er.iters;
+}
+
+/* One optimisation step on one batch: t gets the terms averaged over the
+ * heads. 0, or -1 on a non-finite value. */
 static int train_step(run_state *st, const loader_batch *bt, loss_terms *t, int *em_iters)
 {
     int64_t b = bt->b, k = st->k, nv = st->views + 1;
+    int heads = st->net.n_heads;
     const config *cfg = st->cfg;
 
     /* All views in one forward: batch norm sees clean and augmented alike. */
     model_forward(&st->net, bt->x, nv * b, 1, st->logits);
-    if (check_finite(st->logits, nv * b * k, "logits", st->global_step) != 0)
+    if (check_finite(st->logits, heads * nv * b * k, "logits", st->global_step) != 0)
         return -1;
 
-    /* Pseudo-labels for the clean view, warm-started when asked. */
-    softmax_forward_cpu(st->logits, st->sigma, b, k);
-    int warm = cfg->em.warm_start && st->y_store;
-    if (warm)
-        for (int64_t i = 0; i < b; i++)
-            memcpy(st->y + i * k, st->y_store + bt->index[i] * k, (size_t)k * sizeof(float));
-    em_result er = em_solve_cpu(st->sigma, st->y, b, (int)k, NULL, cfg->loss.lambda,
-                                cfg->em.max_iter, cfg->em.tol, !warm);
-    *em_iters = er.iters;
-    if (st->y_store)
-        for (int64_t i = 0; i < b; i++)
-            memcpy(st->y_store + bt->index[i] * k, st->y + i * k, (size_t)k * sizeof(float));
-
-    /* Loss and gradient with y fixed, then backward and the update. */
-    loss_ecl_cpu(st->logits, st->y, b, (int)k, st->views, &st->lw, NULL, st->dlogits, t);
+    /* Each head's loss with its y fixed, one backward for all, then each
+     * head's norm penalty onto its own weights. */
+    loss_terms th[MODEL_MAX_HEADS];
+    int iters = 0;
+    for (int hd = 0; hd < heads; hd++)
+        iters += head_step(st, hd, bt, &th[hd]);
     model_backward(&st->net, st->dlogits, nv * b);
-    loss_head_norm_cpu(st->net.head_w->value, st->net.head_w->n, &st->lw,
-                       st->net.head_w->grad, t);
-    if (!isfinite(t->total))
-        return ecl_set_error("loss is not finite (%g) at step %lld; lower optim.lr",
-                             t->total, (long long)st->global_step);
+    memset(t, 0, sizeof *t);
+    for (int hd = 0; hd < heads; hd++) {
+        param *w = st->net.head_w[hd];
+        loss_head_norm_cpu(w->value, w->n, &st->lw, w->grad, &th[hd]);
+        if (!isfinite(th[hd].total))
+            return ecl_set_error("loss of head %d is not finite (%g) at step %lld; lower "
+                                 "optim.lr", hd, th[hd].total, (long long)st->global_step);
+        st->head_loss[hd] += th[hd].total;
+        loss_terms_axpy(t, &th[hd], 1.0 / heads);
+    }
+    *em_iters = iters / heads;
+
     int64_t warmup = (int64_t)(cfg->optim.warmup_epochs * (float)st->n_batches);
     optim_step(&st->opt, &st->net, optim_lr_at(cfg, st->global_step, st->total_steps, warmup));
     return 0;
@@ -345,24 +396,43 @@ static void log_epoch(run_state *st, int64_t epoch, const interval_stats *s, dou
             s->sum.aug / n, s->sum.fce / n, s->em_iters / n, used, (long long)mn,
             (long long)mx, s->max_sigma / im, s->agree / im);
 
+    /* Per-head mean losses; the lowest picks the head used from now on. */
+    int heads = st->net.n_heads;
+    fprintf(st->log, ", \"head_loss\": [");
+    for (int hd = 0; hd < heads; hd++) {
+        fprintf(st->log, "%s%.6f", hd ? ", " : "", st->head_loss[hd] / n);
+        if (st->head_loss[hd] < st->head_loss[st->best_head])
+            st->best_head = hd;
+    }
+    fprintf(st->log, "], \"head\": %d", st->best_head);
+    memset(st->head_loss, 0, sizeof st->head_loss);
+
     int every = st->cfg->run.eval_every;
     int last = epoch + 1 == st->cfg->run.epochs;
     if (every > 0 && ((epoch + 1) % every == 0 || last)) {
-        eval_result r;
-        train_evaluate(&st->net, &st->ds, st->mean, st->std, st->b * (st->views + 1), &r);
+        eval_result r[MODEL_MAX_HEADS], *rb = &r[st->best_head];
+        train_evaluate(&st->net, &st->ds, st->mean, st->std, st->b * (st->views + 1), r);
         fprintf(st->log, ", ");
-        json_eval_fields(st->log, &r);
-        ecl_log_info("epoch %lld: %d/%d clusters (sizes %lld..%lld), H(marginal) %.3f of "
-                     "%.3f, agree(y, sigma) %.3f%s", (long long)epoch + 1, r.clusters_used,
-                     r.k, (long long)r.min_size, (long long)r.max_size, r.marginal_entropy,
-                     log((double)r.k), s->agree / im, r.labelled ? "" : "");
-        if (r.labelled)
+        json_eval_fields(st->log, rb);
+        if (heads > 1 && rb->labelled) {
+            /* Every head's ACC, for studies of the selection; not used by it. */
+            fprintf(st->log, ", \"head_acc\": [");
+            for (int hd = 0; hd < heads; hd++)
+                fprintf(st->log, "%s%.6f", hd ? ", " : "", r[hd].acc);
+            fprintf(st->log, "]");
+        }
+        ecl_log_info("epoch %lld: head %d: %d/%d clusters (sizes %lld..%lld), H(marginal) "
+                     "%.3f of %.3f, agree(y, sigma) %.3f", (long long)epoch + 1,
+                     st->best_head, rb->clusters_used, rb->k, (long long)rb->min_size,
+                     (long long)rb->max_size, rb->marginal_entropy, log((double)rb->k),
+                     s->agree / im);
+        if (rb->labelled)
             ecl_log_info("epoch %lld: ACC %.4f  NMI %.4f  ARI %.4f", (long long)epoch + 1,
-                         r.acc, r.nmi, r.ari);
-        if (r.clusters_used < r.k)
-            ecl_log_warn("%d of %d clusters are empty after epoch %lld", r.k - r.clusters_used,
-                         r.k, (long long)epoch + 1);
-        eval_result_free(&r);
+                         rb->acc, rb->nmi, rb->ari);
+        if (rb->clusters_used < rb->k)
+            ecl_log_warn("%d of %d clusters are empty after epoch %lld",
+                         rb->k - rb->clusters_used, rb->k, (long long)epoch + 1);
+        eval_results_free(r, heads);
     }
     fprintf(st->log, "}\n");
     fflush(st->log);
@@ -428,14 +498,14 @@ static int run_setup(run_state *st, const config *cfg)
                              (aug_form)loss_aug_form_parse(cfg->loss.aug_form) };
 
     /* Step buffers, sized once. */
-    int64_t rows = (st->views + 1) * st->b;
+    int64_t h = st->net.n_heads, rows = h * (st->views + 1) * st->b;
     st->logits = ecl_malloc((size_t)(rows * st->k) * sizeof(float));
     st->dlogits = ecl_malloc((size_t)(rows * st->k) * sizeof(float));
-    st->sigma = ecl_malloc((size_t)(st->b * st->k) * sizeof(float));
-    st->y = ecl_malloc((size_t)(st->b * st->k) * sizeof(float));
+    st->sigma = ecl_malloc((size_t)(h * st->b * st->k) * sizeof(float));
+    st->y = ecl_malloc((size_t)(h * st->b * st->k) * sizeof(float));
     if (cfg->em.warm_start) {
-        st->y_store = ecl_malloc((size_t)(st->ds.n * st->k) * sizeof(float));
-        for (int64_t i = 0; i < st->ds.n * st->k; i++)
+        st->y_store = ecl_malloc((size_t)(h * st->ds.n * st->k) * sizeof(float));
+        for (int64_t i = 0; i < h * st->ds.n * st->k; i++)
             st->y_store[i] = 1.0f / (float)st->k;
     }
 
@@ -482,14 +552,15 @@ static int run_epochs(run_state *st)
         const loader_batch *bt;
         while (rc == 0 && (bt = loader_next(st->ld)) != NULL) {
             loss_terms t;
-            int iters;
+            int iters = 0;
             rc = train_step(st, bt, &t, &iters);
             if (rc != 0)
                 break;
             st->global_step++;
             stats_add(&iv, &t, iters);
             stats_add(&ep, &t, iters);
-            stats_rows(&ep, st->sigma, st->y, bt->b, (int)st->k);
+            int64_t hb = st->best_head * bt->b * st->k;
+            stats_rows(&ep, st->sigma + hb, st->y + hb, bt->b, (int)st->k);
             if (st->global_step % st->cfg->run.log_every == 0 || bt->step + 1 == st->n_batches) {
                 log_progress(st, e, bt->step, &iv);
                 stats_reset(&iv, (int)st->k);
@@ -512,25 +583,28 @@ static int run_finish(run_state *st)
     sum.img_per_s = (double)st->global_step * st->b / (sum.seconds > 0 ? sum.seconds : 1e-9);
     sum.km_acc = sum.km_nmi = sum.km_ari = -1.0;
 
-    eval_result r;
-    train_evaluate(&st->net, &st->ds, st->mean, st->std, st->b * (st->views + 1), &r);
-    if (st->cfg->run.kmeans_baseline && r.labelled)
+    eval_result all[MODEL_MAX_HEADS], *r = &all[st->best_head];
+    train_evaluate(&st->net, &st->ds, st->mean, st->std, st->b * (st->views + 1), all);
+    if (st->cfg->run.kmeans_baseline && r->labelled)
         kmeans_baseline(st, &sum);
-    int rc = write_assignments(&r, &st->ds, st->cfg->run.out);
+    int rc = write_assignments(r, &st->ds, st->cfg->run.out);
     if (rc == 0)
-        rc = write_metrics(&r, &sum, &st->ds, st->cfg->run.out);
+        rc = write_metrics(r, &sum, &st->ds, st->cfg->run.out);
 
     printf("run folder: %s\n", st->cfg->run.out);
-    printf("trained %lld steps in %.1f s (%.0f img/s), %d of %d clusters used\n",
-           (long long)sum.steps, sum.seconds, sum.img_per_s, r.clusters_used, r.k);
-    if (r.labelled) {
+    printf("trained %lld steps in %.1f s (%.0f img/s), %d of %d clusters used",
+           (long long)sum.steps, sum.seconds, sum.img_per_s, r->clusters_used, r->k);
+    if (st->net.n_heads > 1)
+        printf(" (head %d of %d, lowest loss)", st->best_head, st->net.n_heads);
+    printf("\n");
+    if (r->labelled) {
         printf("%-22s %8s %8s %8s\n", "", "ACC", "NMI", "ARI");
-        printf("%-22s %8.4f %8.4f %8.4f\n", "ecl", r.acc, r.nmi, r.ari);
+        printf("%-22s %8.4f %8.4f %8.4f\n", "ecl", r->acc, r->nmi, r->ari);
         if (sum.km_acc >= 0.0)
             printf("%-22s %8.4f %8.4f %8.4f\n", "k-means (raw pixels)", sum.km_acc,
                    sum.km_nmi, sum.km_ari);
     }
-    eval_result_free(&r);
+    eval_results_free(all, st->net.n_heads);
     return rc;
 }
 

@@ -124,23 +124,31 @@ typedef struct {
     const float *x;
     int64_t n;          /* images = (views + 1) * b */
     int64_t b;
-    int views, k;
-    float *logits, *dlogits, *y;
+    int views, k, heads;
+    float *logits, *dlogits, *y;   /* [H, n, K], [H, n, K], [H, b, K] */
     loss_weights lw;
 } model_ctx;
 
+/* Sum over heads of each head's loss and norm penalty. */
 static double model_loss(model_ctx *c)
 {
-    loss_terms t;
+    double total = 0.0;
     model_forward(&c->net, c->x, c->n, 1, c->logits);
-    loss_ecl_cpu(c->logits, c->y, c->b, c->k, c->views, &c->lw, NULL, c->dlogits, &t);
-    double sq = 0.0;
-    for (int64_t i = 0; i < c->net.head_w->n; i++)
-        sq += (double)c->net.head_w->value[i] * c->net.head_w->value[i];
-    return t.total + c->lw.gamma * sq;
+    for (int h = 0; h < c->heads; h++) {
+        loss_terms t;
+        int64_t off = h * c->n * c->k;
+        loss_ecl_cpu(c->logits + off, c->y + h * c->b * c->k, c->b, c->k, c->views, &c->lw,
+                     NULL, c->dlogits + off, &t);
+        const param *w = c->net.head_w[h];
+        double sq = 0.0;
+        for (int64_t i = 0; i < w->n; i++)
+            sq += (double)w->value[i] * w->value[i];
+        total += t.total + c->lw.gamma * sq;
+    }
+    return total;
 }
 
-static void test_model_gradient(int head_bn)
+static void test_model_gradient(int head_bn, int heads)
 {
     config cfg;
     memset(&cfg, 0, sizeof cfg);
@@ -149,12 +157,14 @@ static void test_model_gradient(int head_bn)
     cfg.model.width = 2;
     cfg.model.head_bn = head_bn;
     cfg.model.logit_scale = 0.5f;
+    cfg.model.heads = heads;
 
     model_ctx c;
     c.b = 4;
     c.views = 1;
     c.n = 8;
     c.k = 3;
+    c.heads = heads;
     c.lw = (loss_weights){ 10.0f, 0.05f, 1.0f, 0.2f, 1e-12f, AUG_KL };
     model_init(&c.net, &cfg, 2, 10, 9, 11);
     int64_t img = 2 * 10 * 9;
@@ -162,9 +172,9 @@ static void test_model_gradient(int head_bn)
     for (int64_t i = 0; i < c.n * img; i++)
         x[i] = rng_normal(&rng);
     c.x = x;
-    c.logits = ecl_malloc((size_t)(c.n * c.k) * sizeof(float));
-    c.dlogits = ecl_malloc((size_t)(c.n * c.k) * sizeof(float));
-    c.y = ecl_malloc((size_t)(c.b * c.k) * sizeof(float));
+    c.logits = ecl_malloc((size_t)(heads * c.n * c.k) * sizeof(float));
+    c.dlogits = ecl_malloc((size_t)(heads * c.n * c.k) * sizeof(float));
+    c.y = ecl_malloc((size_t)(heads * c.b * c.k) * sizeof(float));
 
     /* y from the clean view, then fixed. The augmentation target (the
      * clean view's sigma) moves with the params while the analytic
@@ -172,11 +182,15 @@ static void test_model_gradient(int head_bn)
      * augmentation gradient is checked at the logit level above. */
     c.lw.alpha = 0.0f;
     model_forward(&c.net, c.x, c.n, 1, c.logits);
-    make_y(c.logits, c.y, c.b, c.k);
+    for (int h = 0; h < heads; h++)
+        make_y(c.logits + h * c.n * c.k, c.y + h * c.b * c.k, c.b, c.k);
     model_loss(&c);
     model_backward(&c.net, c.dlogits, c.n);
-    loss_terms t = { 0 };
-    loss_head_norm_cpu(c.net.head_w->value, c.net.head_w->n, &c.lw, c.net.head_w->grad, &t);
+    for (int h = 0; h < heads; h++) {
+        loss_terms t = { 0 };
+        param *w = c.net.head_w[h];
+        loss_head_norm_cpu(w->value, w->n, &c.lw, w->grad, &t);
+    }
 
     for (int p = 0; p < c.net.n_params; p++) {
         param *pr = &c.net.params[p];
@@ -197,8 +211,8 @@ static void test_model_gradient(int head_bn)
             bad += excess > 0.0;
             worst = fmax(worst, excess);
         }
-        CHECK(bad <= 1, "%s (head_bn %d): %d of %d probes off, worst by %.3g", pr->name,
-              head_bn, bad, probes, worst);
+        CHECK(bad <= 1, "%s (head_bn %d, heads %d): %d of %d probes off, worst by %.3g",
+              pr->name, head_bn, heads, bad, probes, worst);
         free(g);
     }
     model_free(&c.net);
@@ -210,7 +224,8 @@ int main(void)
     rng = rng_seeded(3);
     test_logit_gradients();
     test_loss_values();
-    test_model_gradient(1);
-    test_model_gradient(0);
+    test_model_gradient(1, 1);
+    test_model_gradient(0, 1);
+    test_model_gradient(1, 3);
     return check_summary("test_loss_grad");
 }

@@ -25,6 +25,7 @@ typedef struct {
     struct {
         char name[32];      /* vgg4 */
         int clusters;       /* K */
+        int heads;          /* H clustering heads on one backbone */
         int width;          /* channels of the first block (64 in the paper) */
         int head_bn;        /* parameter-free batch norm before the head */
         float logit_scale;  /* logits multiplied by this (0.5 = halved) */

@@ -27,6 +27,21 @@ typedef struct {
 em_result em_solve_cpu(const float *sigma, float *y, int64_t n, int k, const float *u,
                        double lambda, int max_iter, double tol, int init_from_sigma);
 
+/* Iteration state for callers with their own stopping rule (solvers.c).
+ * Opaque; sigma, u and y must outlive it. */
+typedef struct em_state em_state;
+
+/* Checks the inputs as em_solve_cpu does and initialises y (from sigma when
+ * init_from_sigma, else renormalising the warm start). Free with
+ * em_state_free. */
+em_state *em_state_create(const float *sigma, float *y, int64_t n, int k, const float *u,
+                          double lambda, int init_from_sigma);
+/* Up to n_iter more EM iterations on y, stopping early when max |dy| < tol;
+ * adds them to res->iters and sets res->max_change. Returns the count done
+ * (0 when K = 1). */
+int em_state_iterate(em_state *s, int n_iter, double tol, em_result *res);
+void em_state_free(em_state *s);
+
 /* F(y) above, in double. u NULL = uniform. */
 double em_objective(const float *sigma, const float *y, int64_t n, int k, const float *u,
                     double lambda);

@@ -9,6 +9,11 @@
  * 8w, with a 2x2 max-pool after the first three; global average pool; an
  * optional parameter-free batch norm on the pooled features; a linear head
  * (K x M weights, K biases); logits multiplied by logit_scale.
+ *
+ * With model.heads = H > 1 the backbone carries H independent linear heads
+ * (each trained with its own pseudo-labels, their gradients summed into the
+ * backbone); training keeps the one with the lowest loss. Logits are then
+ * [H, N, K], head-major.
  * Not here: ResNet-18 and the fixed-feature linear model (later work).
  */
 #ifndef ECL_MODEL_H
@@ -20,6 +25,7 @@
 
 #define MODEL_MAX_PARAMS 32
 #define VGG4_BLOCKS 4
+#define MODEL_MAX_HEADS 8
 
 /* One trainable tensor with its gradient; checkpoints name it `name`. */
 typedef struct {
@@ -56,13 +62,14 @@ typedef struct {
 } vgg_block;
 
 typedef struct {
-    int k, m, cin, h, w, head_bn;
+    int k, m, cin, h, w, head_bn, n_heads;
     float logit_scale;
     param params[MODEL_MAX_PARAMS];
     buffer buffers[MODEL_MAX_PARAMS];
     int n_params, n_buffers;
     vgg_block blocks[VGG4_BLOCKS];
-    param *head_w, *head_b;         /* [K, M], [K] */
+    param *head_w[MODEL_MAX_HEADS]; /* [K, M] per head */
+    param *head_b[MODEL_MAX_HEADS]; /* [K] per head */
     buffer *head_mean, *head_var;   /* [M] running stats of the head BN */
 
     /* Buffers sized for `capacity` images; grown on demand. */
@@ -72,6 +79,7 @@ typedef struct {
     float *feat_hat;      /* [M, N] after the head BN */
     float *feat_invstd;   /* [M] */
     float *feat;          /* [N, M] head input */
+    float *dfeat;         /* [N, M] one head's input gradient */
     float *scratch_a, *scratch_b;  /* backward ping-pong, largest activation */
     float *dcol;          /* largest im2col */
 } model;
@@ -85,12 +93,13 @@ void model_free(model *m);
 /* Total trainable values. */
 int64_t model_n_values(const model *m);
 
-/* Forward of x [N, Cin, H, W] (NCHW, as the loader gives) to logits [N, K].
+/* Forward of x [N, Cin, H, W] (NCHW, as the loader gives) to logits
+ * [H, N, K] (H heads).
  * train = 1 uses batch statistics, updates running ones and keeps what
  * backward needs; train = 0 uses running statistics. */
 void model_forward(model *m, const float *x, int64_t n, int train, float *logits);
-/* Backward from dlogits [N, K] of the last training forward: writes every
- * param's grad (=, not +=). */
+/* Backward from dlogits [H, N, K] of the last training forward: writes
+ * every param's grad (=, not +=). */
 void model_backward(model *m, const float *dlogits, int64_t n);
 
 /* Feature vectors [N, M] of the last forward (the head's input). */

@@ -31,8 +31,8 @@ typedef struct {
 int train_load_dataset(const config *cfg, dataset *ds);
 
 /* Runs the model in inference mode over every sample (clean images) and
- * scores it against the labels when there are any. Free with
- * eval_result_free(). */
+ * scores each head against the labels when there are any: r is an array of
+ * m->n_heads results, one per head. Free each with eval_result_free(). */
 void train_evaluate(model *m, const dataset *ds, const float *mean, const float *std,
                     int64_t batch, eval_result *r);
 void eval_result_free(eval_result *r);
