@@ -43,7 +43,7 @@ typedef struct {
  */
 static const char *const ckpt_harmless_keys[] = {
     "run.out", "run.threads", "run.quiet", "run.log_every", "run.eval_every",
-    "run.kmeans_baseline", "augment.workers",
+    "run.kmeans_baseline", "augment.workers", "run.checkpoint_every", "run.keep_checkpoints",
 };
 #define N_HARMLESS ((int)(sizeof ckpt_harmless_keys / sizeof ckpt_harmless_keys[0]))
 
@@ -177,6 +177,9 @@ static void ckpt_add_meta(st_writer *w, const model *m, const optimizer *o,
         ckpt_meta_i64(w, "global_step", st->global_step);
         snprintf(buf, sizeof buf, "%" PRIu64, st->seed);
         ckpt_meta_str(w, "seed", buf);
+        ckpt_meta_i64(w, "best_head", st->best_head);
+        if (st->train_stats)
+            ckpt_meta_str(w, "train_stats", st->train_stats);
     }
     snprintf(buf, sizeof buf, "%016" PRIx64, config_fingerprint(cfg));
     ckpt_meta_str(w, "config_fingerprint", buf);
@@ -514,7 +517,7 @@ static int ckpt_check_tensors(const st_file *f, const ckpt_slot *s, int n, const
 
 /* The loop position and the optimiser step, parsed before anything changes. */
 typedef struct {
-    int64_t epoch, step_in_epoch, global_step, optim_step;
+    int64_t epoch, step_in_epoch, global_step, optim_step, best_head;
     uint64_t seed;
 } ckpt_counters;
 
@@ -532,6 +535,8 @@ static int ckpt_read_counters(const st_file *f, const optimizer *o,
     if (ckpt_meta_i64v(f, "epoch", &c->epoch) != 0 ||
         ckpt_meta_i64v(f, "step_in_epoch", &c->step_in_epoch) != 0 ||
         ckpt_meta_i64v(f, "global_step", &c->global_step) != 0)
+        return -1;
+    if (st_meta(f, "best_head") && ckpt_meta_i64v(f, "best_head", &c->best_head) != 0)
         return -1;
     return ckpt_meta_u64(f, "seed", &c->seed);
 }
@@ -554,6 +559,9 @@ static void ckpt_copy_in(const st_file *f, const ckpt_slot *s, int n,
         st->step_in_epoch = c->step_in_epoch;
         st->global_step = c->global_step;
         st->seed = c->seed;
+        st->best_head = c->best_head;
+        const char *stats = st_meta(f, "train_stats");
+        st->train_stats = stats ? ecl_strdup(stats) : NULL;
     }
 }
 

@@ -26,6 +26,9 @@
 #include <stb/stb_image.h>
 
 #define FOLDER_MAX_BYTES (1ull << 34)  /* 16 GiB of pixels: surely a mistake */
+#define FOLDER_MAX_SIDE 32768           /* pixels per side of one image */
+#define FOLDER_MAX_PIXELS (1ll << 26)   /* per image (8192 x 8192): larger is a
+                                           damaged header or needs resizing first */
 
 /* One directory entry that is not hidden. */
 typedef struct {
@@ -194,15 +197,42 @@ static int folder_scan(dataset *ds, folder_files *f, const char *dir)
     return rc;
 }
 
+/* Refuses an image size no data set can mean: empty, or past the limits. */
+static int folder_check_dims(const char *full, int ih, int iw)
+{
+    if (ih <= 0 || iw <= 0)
+        return ecl_set_error("image '%s' has size %d x %d (h x w): no pixels (a damaged "
+                             "header?)", full, ih, iw);
+    if (ih > FOLDER_MAX_SIDE || iw > FOLDER_MAX_SIDE ||
+        (int64_t)ih * iw > FOLDER_MAX_PIXELS)
+        return ecl_set_error("image '%s' claims %d x %d (h x w) pixels, over the limit of %d "
+                             "per side and %lld in all: a damaged header, or resize it first",
+                             full, ih, iw, FOLDER_MAX_SIDE, (long long)FOLDER_MAX_PIXELS);
+    return 0;
+}
+
 /* Decodes one file to interleaved gray+alpha (C = 1) or RGBA (C = 3). */
 static int folder_decode(const char *full, int channels, int *ih, int *iw, uint8_t **out)
 {
-    /* Asking stb for gray+alpha or RGBA makes it do the channel conversion. */
+    /* The header first: a size claimed by a few damaged bytes is refused
+     * before stb allocates for it. If stb cannot even read the header, the
+     * decode below fails too and says why. */
     int comp, want = channels == 3 ? 4 : 2;
+    if (stbi_info(full, iw, ih, &comp) && folder_check_dims(full, *ih, *iw) != 0)
+        return -1;
+
+    /* Asking stb for gray+alpha or RGBA makes it do the channel conversion. */
     uint8_t *px = stbi_load(full, iw, ih, &comp, want);
     if (!px)
         return ecl_set_error("cannot read image '%s': %s (not a valid image file?)", full,
                              stbi_failure_reason());
+
+    /* stb_image 2.27 returns a zero-height netpbm image; the header check
+     * above may also have been skipped. */
+    if (folder_check_dims(full, *ih, *iw) != 0) {
+        stbi_image_free(px);
+        return -1;
+    }
     *out = px;
     return 0;
 }

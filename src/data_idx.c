@@ -25,6 +25,7 @@
 #define IDX_DTYPE_U8 0x08u
 #define IDX_MAX_SIDE 32768u            /* H, W above this are not images */
 #define IDX_MAX_BYTES (1ull << 34)     /* 16 GiB: larger is a corrupt header */
+#define IDX_CHUNK_BYTES (1ll << 26)    /* payload buffer to start with: 64 MiB */
 
 /* One IDX header as read: the magic split into its parts and the sizes. */
 typedef struct {
@@ -144,11 +145,35 @@ static int idx_read_header(gzFile f, const char *path, unsigned want_magic,
     return 0;
 }
 
-/* Reads exactly n payload bytes and makes sure nothing follows them. */
-static int idx_read_payload(gzFile f, const char *path, const char *sizes, void *buf,
-                            int64_t header_bytes, int64_t n)
+/* Reads up to n payload bytes into *buf, which grows as bytes arrive (from
+ * IDX_CHUNK_BYTES, doubling), so a header that claims gigabytes over a file
+ * of a few bytes costs no more memory than the file holds. The count read,
+ * or -1 with the error set; *buf is the caller's to free either way. */
+static int64_t idx_read_growing(gzFile f, const char *path, int64_t at, uint8_t **buf,
+                                int64_t n)
 {
-    int64_t got = idx_read(f, path, header_bytes, buf, n);
+    int64_t cap = n < IDX_CHUNK_BYTES ? n : IDX_CHUNK_BYTES, done = 0;
+    *buf = ecl_malloc((size_t)cap);
+    for (;;) {
+        int64_t got = idx_read(f, path, at + done, *buf + done, cap - done);
+        if (got < 0)
+            return -1;
+        done += got;
+        if (done < cap || cap == n)
+            return done;
+
+        /* The buffer is full and more is due: double it, up to n. */
+        cap = cap > n / 2 ? n : 2 * cap;
+        *buf = ecl_realloc(*buf, (size_t)cap);
+    }
+}
+
+/* Reads exactly n payload bytes into a new *buf of buf_bytes (>= n) and
+ * makes sure nothing follows them. *buf is the caller's to free either way. */
+static int idx_read_payload(gzFile f, const char *path, const char *sizes, uint8_t **buf,
+                            int64_t buf_bytes, int64_t header_bytes, int64_t n)
+{
+    int64_t got = idx_read_growing(f, path, header_bytes, buf, n);
     if (got < 0)
         return -1;
     if (got < n)
@@ -169,6 +194,8 @@ static int idx_read_payload(gzFile f, const char *path, const char *sizes, void 
                              path, sizes, (long long)(header_bytes + n),
                              more == (int64_t)sizeof extra ? "at least " : "",
                              (long long)more);
+    if (buf_bytes > n)
+        *buf = ecl_realloc(*buf, (size_t)buf_bytes);
     return 0;
 }
 
@@ -220,7 +247,9 @@ static int idx_load_images(dataset *ds, const char *path, int channels)
     int64_t n = 0, image_bytes = 0;
     char sizes[96];
 
-    /* Header and sizes are checked before a byte of payload is allocated. */
+    /* Header and sizes are checked before a byte of payload is allocated, and
+     * the payload buffer grows only as bytes arrive (a corrupt count over a
+     * short file is refused as truncated, not allocated). */
     if (idx_open(&f, path, "images") != 0)
         return -1;
     if (idx_read_header(f, path, IDX_MAGIC_IMAGES, &hd) != 0 ||
@@ -232,9 +261,8 @@ static int idx_load_images(dataset *ds, const char *path, int channels)
     /* Gray payload goes to the front of the buffer, spread to RGB afterwards. */
     snprintf(sizes, sizeof sizes, "%u images of %u x %u", hd.dims[0], hd.dims[1],
              hd.dims[2]);
-    ds->pixels = ecl_malloc((size_t)(n * channels * image_bytes));
-    int rc = idx_read_payload(f, path, sizes, ds->pixels, hd.header_bytes,
-                              n * image_bytes);
+    int rc = idx_read_payload(f, path, sizes, &ds->pixels, n * channels * image_bytes,
+                              hd.header_bytes, n * image_bytes);
     gzclose(f);
     if (rc != 0)
         return -1;
@@ -269,9 +297,9 @@ static int idx_load_labels(dataset *ds, const char *path, const char *images_pat
     }
 
     /* Read the u8 labels, then widen; n_classes is the largest label + 1. */
-    uint8_t *raw = ecl_malloc((size_t)ds->n);
+    uint8_t *raw = NULL;
     snprintf(sizes, sizeof sizes, "%u labels", hd.dims[0]);
-    int rc = idx_read_payload(f, path, sizes, raw, hd.header_bytes, ds->n);
+    int rc = idx_read_payload(f, path, sizes, &raw, ds->n, hd.header_bytes, ds->n);
     gzclose(f);
     if (rc == 0) {
         int max_label = 0;

@@ -1,30 +1,106 @@
 /*
- * main_train.c - ecl-train: train a clustering network from a config file.
+ * main_train.c - ecl-train: train a clustering network from a config file,
+ * or resume a run from its checkpoint.
  *
  *   ecl-train CONFIG.ini [--section.key=value ...]
+ *   ecl-train --resume RUN_DIR|CKPT [CONFIG.ini] [--section.key=value ...]
  */
+#define _POSIX_C_SOURCE 200809L
+#include "ecl/checkpoint.h"
 #include "ecl/config.h"
 #include "ecl/core.h"
 #include "ecl/train.h"
 
+#include <libgen.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
+
+typedef struct {
+    const char *config_path;
+    const char *resume;         /* run folder or checkpoint file */
+    int allow_config_change;
+    char resume_ckpt[1100];     /* the checkpoint file resume resolves to */
+    char resume_config[1100];   /* the run's config.ini when no CONFIG is given */
+} train_args;
 
 static void usage(FILE *f)
 {
     fprintf(f, "usage: ecl-train CONFIG.ini [--section.key=value ...]\n"
+               "       ecl-train --resume RUN_DIR|CKPT [CONFIG.ini] [--section.key=value ...]\n"
                "       ecl-train --help | --version\n\n"
                "Trains a clustering network; any config key can be overridden.\n"
+               "  --resume PATH          continue a run from its newest checkpoint (a run\n"
+               "                         folder) or from one checkpoint file; the run's\n"
+               "                         config.ini is used unless CONFIG.ini is given\n"
+               "  " CHECKPOINT_MISMATCH_FLAG "  resume although the config differs\n\n"
                "Keys, defaults and meanings:\n\n");
+}
+
+/* Finds the checkpoint and the config a --resume names. 0 or -1. */
+static int resolve_resume(train_args *a)
+{
+    struct stat sb;
+    if (stat(a->resume, &sb) != 0)
+        return ecl_set_error("--resume %s: no such file or folder", a->resume);
+    char dir[1024];
+    if (S_ISDIR(sb.st_mode)) {
+        int found = checkpoint_find_latest(a->resume, a->resume_ckpt, sizeof a->resume_ckpt);
+        if (found < 0)
+            return -1;
+        if (found == 0)
+            return ecl_set_error("--resume %s: the folder holds no ckpt-*.safetensors; "
+                                 "ecl-train writes one at the end of every epoch", a->resume);
+        snprintf(dir, sizeof dir, "%s", a->resume);
+    } else {
+        snprintf(a->resume_ckpt, sizeof a->resume_ckpt, "%s", a->resume);
+        char tmp[1024];
+        snprintf(tmp, sizeof tmp, "%s", a->resume);
+        snprintf(dir, sizeof dir, "%s", dirname(tmp));
+    }
+    snprintf(a->resume_config, sizeof a->resume_config, "%s/config.ini", dir);
+    return 0;
+}
+
+/* Positional config path and the flags that are not config keys. 0 or -1. */
+static int parse_args(int argc, char **argv, train_args *a)
+{
+    memset(a, 0, sizeof *a);
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--resume") == 0) {
+            if (i + 1 >= argc)
+                return ecl_set_error("--resume needs a run folder or checkpoint file");
+            a->resume = argv[++i];
+        } else if (strncmp(argv[i], "--resume=", 9) == 0) {
+            a->resume = argv[i] + 9;
+        } else if (strcmp(argv[i], CHECKPOINT_MISMATCH_FLAG) == 0) {
+            a->allow_config_change = 1;
+        } else if (strncmp(argv[i], "--", 2) != 0) {
+            if (a->config_path)
+                return ecl_set_error("two config files given (%s and %s); pass one, and "
+                                     "override keys with --section.key=value",
+                                     a->config_path, argv[i]);
+            a->config_path = argv[i];
+        }
+    }
+    if (a->resume && resolve_resume(a) != 0)
+        return -1;
+    if (!a->config_path && a->resume)
+        a->config_path = a->resume_config;
+    if (!a->config_path)
+        return ecl_set_error("no config file given (see configs/)");
+    return 0;
+}
+
+static int is_cli_flag(const char *arg)
+{
+    return strcmp(arg, "--resume") == 0 || strncmp(arg, "--resume=", 9) == 0 ||
+           strcmp(arg, CHECKPOINT_MISMATCH_FLAG) == 0;
 }
 
 int main(int argc, char **argv)
 {
-    config cfg;
-    config_defaults(&cfg);
-    const char *config_path = NULL;
-
-    /* Flags first: help and version answer at once. */
+    /* Help and version answer at once. */
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
             usage(stdout);
@@ -38,27 +114,21 @@ int main(int argc, char **argv)
     }
 
     /* The config file, then the overrides in order, then the cross-checks. */
-    for (int i = 1; i < argc; i++) {
-        if (strncmp(argv[i], "--", 2) != 0) {
-            if (config_path) {
-                fprintf(stderr, "ecl-train: two config files given (%s and %s); pass one, "
-                        "and override keys with --section.key=value\n", config_path, argv[i]);
-                return 2;
-            }
-            config_path = argv[i];
-            if (config_load_file(&cfg, config_path) != 0) {
-                fprintf(stderr, "ecl-train: %s\n", ecl_last_error());
-                return 2;
-            }
-        }
-    }
-    if (!config_path) {
-        usage(stderr);
-        fprintf(stderr, "ecl-train: no config file given (see configs/)\n");
+    train_args a;
+    config cfg;
+    config_defaults(&cfg);
+    if (parse_args(argc, argv, &a) != 0 || config_load_file(&cfg, a.config_path) != 0) {
+        fprintf(stderr, "ecl-train: %s\n", ecl_last_error());
         return 2;
     }
     for (int i = 1; i < argc; i++) {
-        if (strncmp(argv[i], "--", 2) == 0 && config_apply_override(&cfg, argv[i]) != 0) {
+        if (strcmp(argv[i], "--resume") == 0) {
+            i++;
+            continue;
+        }
+        if (strncmp(argv[i], "--", 2) != 0 || is_cli_flag(argv[i]))
+            continue;
+        if (config_apply_override(&cfg, argv[i]) != 0) {
             fprintf(stderr, "ecl-train: %s\n", ecl_last_error());
             return 2;
         }
@@ -68,5 +138,5 @@ int main(int argc, char **argv)
         return 2;
     }
     ecl_log_set_level(cfg.run.quiet ? 0 : 1);
-    return train_run(&cfg);
+    return train_run(&cfg, a.resume ? a.resume_ckpt : NULL, a.allow_config_change);
 }

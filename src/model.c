@@ -219,11 +219,11 @@ static void block_forward(vgg_block *b, const float *x, int64_t n, int train)
     if (train)
         batchnorm_forward_train_cpu(b->act, b->act, b->xhat, b->invstd, b->gamma->value,
                                     b->beta->value, b->run_mean->value, b->run_var->value,
-                                    b->cout, s, BN_MOMENTUM, BN_EPS);
+                                    b->cout, s, BN_MOMENTUM, BN_EPS, 1);
     else
         batchnorm_forward_eval_cpu(b->act, b->act, b->gamma->value, b->beta->value,
-                                   b->run_mean->value, b->run_var->value, b->cout, s, BN_EPS);
-    relu_forward_cpu(b->act, b->act, b->cout * s);
+                                   b->run_mean->value, b->run_var->value, b->cout, s, BN_EPS,
+                                   1);
     if (b->pool)
         maxpool2x2_forward_cpu(b->act, b->out, b->arg, b->cout * n, b->h, b->w);
 }
@@ -248,10 +248,10 @@ void model_forward(model *m, const float *x, int64_t n, int train, float *logits
     else if (train)
         batchnorm_forward_train_cpu(m->pooled, m->feat_hat, m->feat_hat, m->feat_invstd,
                                     NULL, NULL, m->head_mean->value, m->head_var->value,
-                                    m->m, n, BN_MOMENTUM, BN_EPS);
+                                    m->m, n, BN_MOMENTUM, BN_EPS, 0);
     else
         batchnorm_forward_eval_cpu(m->pooled, m->feat_hat, NULL, NULL, m->head_mean->value,
-                                   m->head_var->value, m->m, n, BN_EPS);
+                                   m->head_var->value, m->m, n, BN_EPS, 0);
 
     /* Heads on rows = images, then the logit scale. */
     transpose_cpu(m->feat_hat, m->feat, m->m, n);
@@ -274,9 +274,8 @@ static void block_backward(model *m, vgg_block *b, float *g, float *spare, float
         maxpool2x2_backward_cpu(g, b->arg, spare, b->cout * n, b->h, b->w);
         ga = spare;
     }
-    relu_backward_cpu(b->act, ga, ga, b->cout * s);
-    batchnorm_backward_cpu(ga, b->xhat, b->invstd, b->gamma->value, ga, b->gamma->grad,
-                           b->beta->grad, b->cout, s);
+    batchnorm_backward_cpu(ga, b->xhat, b->invstd, b->gamma->value, b->act, ga,
+                           b->gamma->grad, b->beta->grad, b->cout, s);
     conv3x3_backward_cpu(ga, b->col, b->wt->value, b->wt->grad, dx, m->dcol, n, b->cin,
                          b->h, b->w, b->cout);
 }
@@ -302,7 +301,8 @@ void model_backward(model *m, const float *dlogits, int64_t n)
     /* Back to [M, N], through the head BN and the average pool. */
     transpose_cpu(bb, a, n, m->m);
     if (m->head_bn)
-        batchnorm_backward_cpu(a, m->feat_hat, m->feat_invstd, NULL, a, NULL, NULL, m->m, n);
+        batchnorm_backward_cpu(a, m->feat_hat, m->feat_invstd, NULL, NULL, a, NULL, NULL,
+                               m->m, n);
     const vgg_block *last = &m->blocks[VGG4_BLOCKS - 1];
     avgpool_backward_cpu(a, bb, (int64_t)m->m * n, (int64_t)last->h * last->w);
 

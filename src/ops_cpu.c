@@ -25,6 +25,9 @@ void nchw_to_cnhw_cpu(const float *x, float *y, int64_t n, int c, int h, int w)
  * zero where the shift leaves the image. */
 static void im2col_row(const float *x, float *row, int64_t n, int h, int w, int ky, int kx)
 {
+    /* Destination columns [x0, x1) read source column xx + kx - 1; the
+     * one column outside the image on the shifted side is zero. */
+    int x0 = kx == 0 ? 1 : 0, x1 = kx == 2 ? w - 1 : w;
     for (int64_t ni = 0; ni < n; ni++) {
         for (int yy = 0; yy < h; yy++) {
             float *dst = row + (ni * h + yy) * w;
@@ -34,10 +37,11 @@ static void im2col_row(const float *x, float *row, int64_t n, int h, int w, int 
                 continue;
             }
             const float *src = x + (ni * h + sy) * w;
-            for (int xx = 0; xx < w; xx++) {
-                int sx = xx + kx - 1;
-                dst[xx] = (sx >= 0 && sx < w) ? src[sx] : 0.0f;
-            }
+            memcpy(dst + x0, src + x0 + kx - 1, (size_t)(x1 - x0) * sizeof(float));
+            if (x0)
+                dst[0] = 0.0f;
+            if (x1 < w)
+                dst[w - 1] = 0.0f;
         }
     }
 }
@@ -102,8 +106,9 @@ void conv3x3_backward_cpu(const float *dy, const float *col, const float *wt,
 void batchnorm_forward_train_cpu(const float *x, float *y, float *xhat, float *invstd,
                                  const float *gamma, const float *beta,
                                  float *run_mean, float *run_var,
-                                 int c, int64_t s, float momentum, float eps)
+                                 int c, int64_t s, float momentum, float eps, int relu)
 {
+    float floor_y = relu ? 0.0f : -INFINITY;
     #pragma omp parallel for schedule(static)
     for (int ci = 0; ci < c; ci++) {
         const float *xr = x + ci * s;
@@ -133,39 +138,48 @@ void batchnorm_forward_train_cpu(const float *x, float *y, float *xhat, float *i
         for (int64_t j = 0; j < s; j++) {
             float h_ = (xr[j] - m) * is;
             hr[j] = h_;
-            yr[j] = g * h_ + b;
+            yr[j] = fmaxf(g * h_ + b, floor_y);
         }
     }
 }
 
 void batchnorm_forward_eval_cpu(const float *x, float *y, const float *gamma,
                                 const float *beta, const float *run_mean,
-                                const float *run_var, int c, int64_t s, float eps)
+                                const float *run_var, int c, int64_t s, float eps, int relu)
 {
+    float floor_y = relu ? 0.0f : -INFINITY;
     #pragma omp parallel for schedule(static)
     for (int ci = 0; ci < c; ci++) {
         float is = 1.0f / sqrtf(run_var[ci] + eps);
         float g = (gamma ? gamma[ci] : 1.0f) * is;
         float b = (beta ? beta[ci] : 0.0f) - g * run_mean[ci];
         for (int64_t j = 0; j < s; j++)
-            y[ci * s + j] = g * x[ci * s + j] + b;
+            y[ci * s + j] = fmaxf(g * x[ci * s + j] + b, floor_y);
     }
 }
 
 void batchnorm_backward_cpu(const float *dy, const float *xhat, const float *invstd,
-                            const float *gamma, float *dx, float *dgamma, float *dbeta,
-                            int c, int64_t s)
+                            const float *gamma, const float *y_relu, float *dx,
+                            float *dgamma, float *dbeta, int c, int64_t s)
 {
     #pragma omp parallel for schedule(static)
     for (int ci = 0; ci < c; ci++) {
         const float *dr = dy + ci * s, *hr = xhat + ci * s;
+        const float *yr = y_relu ? y_relu + ci * s : NULL;
+        float *xr = dx + ci * s;
+
+        /* The fused ReLU's mask first (in place, so dx may alias dy). */
+        if (yr)
+            for (int64_t j = 0; j < s; j++)
+                xr[j] = yr[j] > 0.0f ? dr[j] : 0.0f;
+        const float *g_ = yr ? xr : dr;
 
         /* sum(dy) and sum(dy * xhat) give dbeta, dgamma and the two
          * projections that the normalisation subtracts from dx. */
         double sd = 0.0, sdh = 0.0;
         for (int64_t j = 0; j < s; j++) {
-            sd += dr[j];
-            sdh += (double)dr[j] * hr[j];
+            sd += g_[j];
+            sdh += (double)g_[j] * hr[j];
         }
         if (dgamma)
             dgamma[ci] = (float)sdh;
@@ -175,9 +189,8 @@ void batchnorm_backward_cpu(const float *dy, const float *xhat, const float *inv
         float g = gamma ? gamma[ci] : 1.0f;
         float k = g * invstd[ci];
         float md = (float)(sd / (double)s), mdh = (float)(sdh / (double)s);
-        float *xr = dx + ci * s;
         for (int64_t j = 0; j < s; j++)
-            xr[j] = k * (dr[j] - md - hr[j] * mdh);
+            xr[j] = k * (g_[j] - md - hr[j] * mdh);
     }
 }
 

@@ -6,6 +6,9 @@
  *
  * Shape legend: N rows, K clusters.
  *
+ * The loop counts iterations on in res->iters, so a second loop continues
+ * the count of the first (the dual's primal fall-back).
+ *
  * Not here: the dual and primal Newton solvers (solvers_newton.c), the CUDA
  * twins, the all-reduce across ranks.
  */
@@ -422,6 +425,11 @@ solver_result solver_solve(const float *sigma, float *y, int64_t n, int k, const
         int every = opt->check_every ? opt->check_every
                                      : solver_default_check_every[opt->kind];
         solver_run_loop(&p, table[opt->kind], opt, every, &res);
+
+        /* The dual stalls at a kink of D (ties between empty clusters, see
+         * solvers_newton.c): primal Newton finishes from its y. */
+        if (opt->kind == SOLVER_DUAL && !res.converged && res.iters < opt->max_iter)
+            solver_run_loop(&p, &solver_newton_ops, opt, 1, &res);
     } else {
         res.converged = 1;
     }

@@ -18,7 +18,11 @@
  * (the only way an empty cluster gets mass). dD/dbeta_k = lambda u_k / beta_k
  * - ybar_k; -Hessian = diag(lambda u_k / beta_k^2) + (1/N) sum_i J_i with
  * J_i = diag(q_i) - q_i q_i^T / sum(q_i), q_ik = sigma_ik / (a_i - beta_k)^2
- * (pinned rows: the limit q_im -> infinity).
+ * (pinned rows: the limit q_im -> infinity). D is smooth except where two
+ * empty columns tie for a row's largest beta (the row may then split its
+ * leftover mass between them in any proportion): on one-hot sigma the
+ * optimum sits on such a kink and Newton crawls; the dual then reports a
+ * stall and solver_solve finishes with primal Newton from its y.
  *
  * The primal. Hessian of N F: diag(sigma_ik / y_ik^2) plus, per column,
  * c_k 1 1^T with c_k = lambda u_k / (N ybar_k^2). Entries that must reach
@@ -51,6 +55,8 @@
 #define SOLVER_MAX_HALVINGS 60
 /* Fraction of the way to the boundary a primal step may go. */
 #define SOLVER_TO_BOUNDARY 0.99
+/* Smallest entry of the primal Newton solvers' starting point. */
+#define SOLVER_NEWTON_START_MIN 1e-6
 
 #if defined(ECL_HAVE_LAPACK) && ECL_HAVE_LAPACK
 /* LAPACK's Cholesky solve (from libopenblas or liblapack). */
@@ -374,6 +380,8 @@ typedef struct {
     double *beta, *beta_try, *grad, *dir, *dg, *ybar; /* [K] */
     unsigned char *on;                                 /* [K] */
     solver_dual_eval cur, trial;
+    int stepped;           /* 0 until the first step: y still holds the start */
+    int short_steps;       /* accepted steps shorter than 1e-3 of Newton's */
 } solver_dual_state;
 
 /* D(beta) and every row's minimiser into ev. */
@@ -405,7 +413,10 @@ static void solver_dual_alloc_eval(solver_dual_eval *ev, int64_t n, int k)
     ev->pin = ecl_malloc((size_t)n * sizeof *ev->pin);
 }
 
-/* beta from the starting y's column sums: one EM weight vector. */
+/* beta = lambda u / ybar0 with ybar0 = (ybar + lambda u) / (1 + lambda),
+ * ybar the starting y's: summing the KKT conditions over rows predicts the
+ * optimum's ybar to first order from sigma's, and it keeps beta finite
+ * where a cluster starts empty (ybar at the floor). */
 static void *solver_dual_start(const solver_problem *p)
 {
     int k = p->k;
@@ -429,7 +440,7 @@ static void *solver_dual_start(const solver_problem *p)
     for (int c = 0; c < k; c++) {
         double lu = p->lambda * solver_target(p->u, k, c);
         s->on[c] = lu > 0.0;
-        s->beta[c] = lu / fmax(s->ybar[c] / (double)p->n, SOLVER_FLOOR);
+        s->beta[c] = lu * (1.0 + p->lambda) / (s->ybar[c] / (double)p->n + lu);
     }
     solver_dual_evaluate(s, s->beta, &s->cur);
     return s;
@@ -473,7 +484,12 @@ static int solver_dual_step(void *state)
             s->cur = s->trial;
             s->trial = t;
             memcpy(s->beta, s->beta_try, (size_t)k * sizeof *s->beta);
-            return 0;
+            s->stepped = 1;
+
+            /* Short steps again and again: beta sits at a tie between two
+             * empty columns where D has a kink (see solver_solve). */
+            s->short_steps = cap < 1e-3 ? s->short_steps + 1 : 0;
+            return s->short_steps >= 5;
         }
     }
     return 1;
@@ -482,7 +498,8 @@ static int solver_dual_step(void *state)
 static void solver_dual_write_y(void *state)
 {
     solver_dual_state *s = state;
-    solver_store_y(s->p, s->cur.y);
+    if (s->stepped)
+        solver_store_y(s->p, s->cur.y);
 }
 
 static void solver_dual_free_eval(solver_dual_eval *ev)
@@ -548,7 +565,7 @@ static void solver_newton_prepare(solver_newton_state *s)
             mu += y[c] * g[c];
         }
         for (int c = 0; c < k; c++) {
-            double nu = fmax(g[c] - mu, floor_nu);
+            double nu = fmax(sig[c] > 0.0f ? g[c] - mu : fabs(g[c] - mu), floor_nu);
             double diag = sig[c] / (y[c] * y[c]) + nu / y[c];
             es += (e[c] = 1.0 / diag);
         }
@@ -595,8 +612,9 @@ static int solver_newton_direction(solver_newton_state *s)
 }
 
 /* The same direction the naive way: the dense Hessian H [NK, NK] of the
- * modified N F, one variable per row eliminated (y_iK = 1 - sum of the
- * others), the reduced system Z^T H Z z = -Z^T g factored by Cholesky. */
+ * modified N F, one variable per row eliminated (the row's largest entry
+ * = 1 - sum of the others), the reduced system Z^T H Z z = -Z^T g factored
+ * by Cholesky. */
 static int solver_newton_direction_dense(solver_newton_state *s)
 {
     const solver_problem *p = s->p;
@@ -613,29 +631,58 @@ static int solver_newton_direction_dense(solver_newton_state *s)
     for (int64_t a = 0; a < nk; a++)
         h[a * nk + a] += 1.0 / s->e[a];
 
-    /* Reduced Hessian and gradient: entry (i, c) stands for moving mass from
-     * (i, K-1) to (i, c). */
+    /* Each row eliminates its largest entry (pivot), which is never near
+     * the boundary: full[r] is the entry reduced unknown r stands for,
+     * piv[r] the pivot of its row; r moves mass from piv[r] to full[r]. */
+    int64_t *full = ecl_malloc((size_t)m * 2 * sizeof *full), *piv = full + m;
+    for (int64_t i = 0, r = 0; i < n; i++) {
+        int top = 0;
+        for (int c = 1; c < k; c++)
+            top = s->y[i * k + c] > s->y[i * k + top] ? c : top;
+        for (int c = 0; c < k; c++)
+            if (c != top) {
+                full[r] = i * k + c;
+                piv[r++] = i * k + top;
+            }
+    }
+
+    /* Reduced Hessian Z^T H Z and gradient Z^T g. */
     #pragma omp parallel for if (m > 256)
     for (int64_t ra = 0; ra < m; ra++) {
-        int64_t ia = ra / (k - 1), a = ia * k + ra % (k - 1), al = ia * k + k - 1;
+        int64_t a = full[ra], al = piv[ra];
         for (int64_t rb = 0; rb < m; rb++) {
-            int64_t ib = rb / (k - 1), b = ib * k + rb % (k - 1), bl = ib * k + k - 1;
+            int64_t b = full[rb], bl = piv[rb];
             red[ra * m + rb] = h[a * nk + b] - h[a * nk + bl] - h[al * nk + b]
                                + h[al * nk + bl];
         }
         z[ra] = -(s->g[a] - s->g[al]);
     }
     free(h);
+
+    /* Symmetric diagonal scaling before the factorisation: diagonals span
+     * 1 to 1e30 when entries with sigma = 0 sit near the floor. */
+    double *scale = ecl_malloc((size_t)m * sizeof *scale);
+    for (int64_t a = 0; a < m; a++)
+        scale[a] = 1.0 / sqrt(red[a * m + a]);
+    for (int64_t a = 0; a < m; a++) {
+        for (int64_t b = 0; b < m; b++)
+            red[a * m + b] *= scale[a] * scale[b];
+        z[a] *= scale[a];
+    }
     int rc = solver_cholesky_solve(red, m, z);
+    for (int64_t a = 0; a < m; a++)
+        z[a] *= scale[a];
+    free(scale);
     free(red);
 
-    /* Back to the full direction: the last entry of a row takes the rest. */
-    for (int64_t i = 0; rc == 0 && i < n; i++) {
-        double rest = 0.0;
-        for (int c = 0; c < k - 1; c++)
-            rest += (s->d[i * k + c] = z[i * (k - 1) + c]);
-        s->d[i * k + k - 1] = -rest;
+    /* Back to the full direction: each pivot gives what the row's others take. */
+    for (int64_t r = 0; rc == 0 && r < m; r++)
+        s->d[piv[r]] = 0.0;
+    for (int64_t r = 0; rc == 0 && r < m; r++) {
+        s->d[full[r]] = z[r];
+        s->d[piv[r]] -= z[r];
     }
+    free(full);
     free(z);
     return rc;
 }
@@ -661,6 +708,21 @@ static void *solver_newton_start_kind(const solver_problem *p, int dense)
     s->t = kbuf + 4 * k;
     s->colsum = kbuf + 5 * k;
     s->on = ecl_malloc((size_t)k);
+
+    /* Interior start: entries with sigma = 0 at the float floor would carry
+     * curvature nu / y ~ 1e30 and could never grow where the optimum needs
+     * them (a pinned row); lifted to SOLVER_NEWTON_START_MIN they can, and
+     * those that must vanish do so at the boundary fraction per step. */
+    for (int64_t i = 0; i < p->n; i++) {
+        double *row = s->y + i * k, total = 0.0;
+        for (int c = 0; c < k; c++)
+            if (p->sigma[i * k + c] == 0.0f)
+                row[c] = fmax(row[c], SOLVER_NEWTON_START_MIN);
+        for (int c = 0; c < k; c++)
+            total += row[c];
+        for (int c = 0; c < k; c++)
+            row[c] /= total;
+    }
     s->f = solver_objective_d(p, s->y);
     return s;
 }

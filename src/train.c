@@ -6,10 +6,13 @@
  *
  * Shape legend: B images per batch, V augmented views, K clusters, N
  * samples in the data set.
- * Not here yet: checkpoints and resume, NaN skip policy, CUDA, MPI.
+ * Checkpoints and resume live in train_ckpt.c.
+ * Not here yet: NaN skip policy, CUDA, MPI.
  */
 #define _POSIX_C_SOURCE 200809L
 #include "ecl/train.h"
+#include "train_state.h"
+#include "ecl/checkpoint.h"
 #include "ecl/core.h"
 #include "ecl/em.h"
 #include "ecl/fileio.h"
@@ -17,6 +20,7 @@
 #include "ecl/metrics.h"
 #include "ecl/ops.h"
 #include "ecl/optim.h"
+#include "ecl/solvers.h"
 
 #include <math.h>
 #include <omp.h>
@@ -199,33 +203,6 @@ static int write_metrics(const eval_result *r, const run_summary *s, const datas
 
 /* ---- the training loop ------------------------------------------------------ */
 
-/* Everything one run holds, so the loop's helpers take one argument. */
-typedef struct {
-    const config *cfg;
-    dataset ds;
-    loader *ld;
-    model net;
-    optimizer opt;
-    loss_weights lw;
-    float mean[3], std[3];
-    FILE *log;                 /* log.jsonl, appended */
-    int64_t b, k, views, n_batches, total_steps, global_step;
-    float *logits, *dlogits;   /* [H, (V+1) B, K] */
-    float *sigma, *y;          /* [H, B, K] */
-    float *y_store;            /* [H, N, K] last y per sample, for em.warm_start */
-    double head_loss[MODEL_MAX_HEADS];  /* summed over the epoch's steps */
-    int best_head;             /* lowest loss over the last finished epoch */
-    double t_start;
-} run_state;
-
-/* Statistics accumulated over a progress interval and over an epoch. */
-typedef struct {
-    loss_terms sum;
-    double em_iters, max_sigma, agree;
-    int64_t steps, images;
-    int64_t *hits;             /* [K] argmax-sigma counts */
-} interval_stats;
-
 /* acc += a * t, term by term. */
 static void loss_terms_axpy(loss_terms *acc, const loss_terms *t, double a)
 {
@@ -294,8 +271,12 @@ static int head_step(run_state *st, int hd, const loader_batch *bt, loss_terms *
     if (store)
         for (int64_t i = 0; i < b; i++)
             memcpy(y + i * k, store + bt->index[i] * k, (size_t)k * sizeof(float));
-    em_result er = em_solve_cpu(sigma, y, b, (int)k, NULL, cfg->loss.lambda,
-                                cfg->em.max_iter, cfg->em.tol, store == NULL);
+    solver_options so = solver_default_options(SOLVER_EM);
+    ECL_CHECK(solver_parse(cfg->em.solver, &so.kind) == 0, "%s", ecl_last_error());
+    so.max_iter = cfg->em.max_iter;
+    so.tol = cfg->em.tol;
+    so.init_from_sigma = store == NULL;
+    solver_result er = solver_solve(sigma, y, b, (int)k, NULL, cfg->loss.lambda, &so);
     if (store)
         for (int64_t i = 0; i < b; i++)
             memcpy(store + bt->index[i] * k, y + i * k, (size_t)k * sizeof(float));
@@ -355,8 +336,9 @@ static void format_eta(double s, char *buf, size_t n)
 static void log_progress(run_state *st, int64_t epoch, int64_t step, const interval_stats *s)
 {
     double el = ecl_now_s() - st->t_start, n = (double)s->steps;
-    double done = (double)st->global_step, img_s = done * st->b / (el > 0 ? el : 1e-9);
-    double eta = el / done * (double)(st->total_steps - st->global_step);
+    double done = (double)(st->global_step - st->steps_at_start);
+    double img_s = done * st->b / (el > 0 ? el : 1e-9);
+    double eta = el / (done > 0 ? done : 1.0) * (double)(st->total_steps - st->global_step);
     float lr = optim_lr_at(st->cfg, st->global_step - 1, st->total_steps,
                            (int64_t)(st->cfg->optim.warmup_epochs * (float)st->n_batches));
     char eta_s[32];
@@ -459,8 +441,9 @@ static void kmeans_baseline(run_state *st, run_summary *sum)
     free(assign);
 }
 
-/* Data, model, optimiser, loader, buffers and the log file. 0 or -1. */
-static int run_setup(run_state *st, const config *cfg)
+/* Data, model, optimiser, loader, buffers and the log file; then the
+ * checkpoint to resume from, if any. 0 or -1. */
+static int run_setup(run_state *st, const config *cfg, const char *resume, int allow)
 {
     memset(st, 0, sizeof *st);
     st->cfg = cfg;
@@ -511,13 +494,15 @@ static int run_setup(run_state *st, const config *cfg)
 
     char path[1100];
     snprintf(path, sizeof path, "%s/log.jsonl", cfg->run.out);
-    st->log = fopen(path, "a");
+    st->log = fopen(path, resume ? "a" : "w");
     if (!st->log)
-        return ecl_set_error("cannot open %s for appending", path);
+        return ecl_set_error("cannot open %s for writing", path);
     ecl_log_info("model: %s, %lld parameters, K = %lld; GEMM: %s; %d threads",
                  cfg->model.name, (long long)model_n_values(&st->net), (long long)st->k,
                  gemm_backend_name(), omp_get_max_threads());
-    return 0;
+    st->iv.hits = ecl_calloc((size_t)st->k, sizeof(int64_t));
+    st->ep.hits = ecl_calloc((size_t)st->k, sizeof(int64_t));
+    return resume ? train_checkpoint_resume(st, resume, allow) : 0;
 }
 
 static void run_teardown(run_state *st)
@@ -534,44 +519,77 @@ static void run_teardown(run_state *st)
     free(st->sigma);
     free(st->y);
     free(st->y_store);
+    free(st->iv.hits);
+    free(st->ep.hits);
 }
 
-/* All epochs. 0, or -1 when a step failed. */
+/* After a checkpoint written because of a signal: say how to go on. */
+static int stop_for_signal(const run_state *st)
+{
+    ecl_set_error("stopped by a signal after step %lld; a checkpoint is in %s; continue "
+                  "with: ecl-train --resume %s", (long long)st->global_step,
+                  st->cfg->run.out, st->cfg->run.out);
+    return -2;
+}
+
+/* One batch: step, statistics, progress line, and a mid-epoch checkpoint
+ * when one is due or a signal asked for it. 0, -1 (failure), -2 (signal). */
+static int run_batch(run_state *st, int64_t e, const loader_batch *bt)
+{
+    loss_terms t;
+    int iters = 0;
+    if (train_step(st, bt, &t, &iters) != 0)
+        return -1;
+    st->global_step++;
+    stats_add(&st->iv, &t, iters);
+    stats_add(&st->ep, &t, iters);
+    int64_t hb = st->best_head * bt->b * st->k;
+    stats_rows(&st->ep, st->sigma + hb, st->y + hb, bt->b, (int)st->k);
+    int last = bt->step + 1 == st->n_batches;
+    if (st->global_step % st->cfg->run.log_every == 0 || last) {
+        log_progress(st, e, bt->step, &st->iv);
+        stats_reset(&st->iv, (int)st->k);
+    }
+
+    /* The epoch's last step checkpoints after the epoch summary instead. */
+    int every = st->cfg->run.checkpoint_every;
+    if (last || !(train_stop_signal || (every > 0 && st->global_step % every == 0)))
+        return 0;
+    if (train_checkpoint_save(st, e, bt->step + 1) != 0)
+        return -1;
+    return train_stop_signal ? stop_for_signal(st) : 0;
+}
+
+/* All epochs, from where a resume left off. 0, -1 (a step or a save
+ * failed) or -2 (stopped by a signal, checkpoint written). */
 static int run_epochs(run_state *st)
 {
-    interval_stats iv = { 0 }, ep = { 0 };
-    iv.hits = ecl_calloc((size_t)st->k, sizeof(int64_t));
-    ep.hits = ecl_calloc((size_t)st->k, sizeof(int64_t));
-    int rc = 0;
     st->t_start = ecl_now_s();
-
-    for (int64_t e = 0; e < st->cfg->run.epochs && rc == 0; e++) {
+    for (int64_t e = st->start_epoch; e < st->cfg->run.epochs; e++) {
         double t_epoch = ecl_now_s();
-        stats_reset(&ep, (int)st->k);
+
+        /* A resumed epoch keeps its restored statistics and skips the
+         * batches already done (same order: it derives from seed, epoch). */
+        int64_t skip = e == st->start_epoch ? st->skip_steps : 0;
+        if (skip == 0)
+            stats_reset(&st->ep, (int)st->k);
         loader_start_epoch(st->ld, e);
+        for (int64_t i = 0; i < skip; i++)
+            loader_next(st->ld);
+
         const loader_batch *bt;
-        while (rc == 0 && (bt = loader_next(st->ld)) != NULL) {
-            loss_terms t;
-            int iters = 0;
-            rc = train_step(st, bt, &t, &iters);
+        while ((bt = loader_next(st->ld)) != NULL) {
+            int rc = run_batch(st, e, bt);
             if (rc != 0)
-                break;
-            st->global_step++;
-            stats_add(&iv, &t, iters);
-            stats_add(&ep, &t, iters);
-            int64_t hb = st->best_head * bt->b * st->k;
-            stats_rows(&ep, st->sigma + hb, st->y + hb, bt->b, (int)st->k);
-            if (st->global_step % st->cfg->run.log_every == 0 || bt->step + 1 == st->n_batches) {
-                log_progress(st, e, bt->step, &iv);
-                stats_reset(&iv, (int)st->k);
-            }
+                return rc;
         }
-        if (rc == 0)
-            log_epoch(st, e, &ep, ecl_now_s() - t_epoch);
+        log_epoch(st, e, &st->ep, ecl_now_s() - t_epoch);
+        if (train_checkpoint_save(st, e + 1, 0) != 0)
+            return -1;
+        if (train_stop_signal && e + 1 < st->cfg->run.epochs)
+            return stop_for_signal(st);
     }
-    free(iv.hits);
-    free(ep.hits);
-    return rc;
+    return 0;
 }
 
 /* Final scores, files and the summary on stdout. */
@@ -580,7 +598,8 @@ static int run_finish(run_state *st)
     run_summary sum = { 0 };
     sum.seconds = ecl_now_s() - st->t_start;
     sum.steps = st->global_step;
-    sum.img_per_s = (double)st->global_step * st->b / (sum.seconds > 0 ? sum.seconds : 1e-9);
+    sum.img_per_s = (double)(st->global_step - st->steps_at_start) * st->b /
+                    (sum.seconds > 0 ? sum.seconds : 1e-9);
     sum.km_acc = sum.km_nmi = sum.km_ari = -1.0;
 
     eval_result all[MODEL_MAX_HEADS], *r = &all[st->best_head];
@@ -608,10 +627,53 @@ static int run_finish(run_state *st)
     return rc;
 }
 
-int train_run(const config *cfg)
+/* This build trains on the CPU only: cuda is refused, auto says so. */
+static int check_device(const config *cfg)
 {
+    if (strcmp(cfg->run.device, "cuda") == 0) {
+        ecl_set_error("run.device = cuda, but this build of ecl has no CUDA backend yet; "
+                      "use --run.device=cpu (or auto)");
+        return -1;
+    }
+    if (strcmp(cfg->run.device, "auto") == 0)
+        ecl_log_info("device: auto -> cpu (this build has no CUDA backend)");
+    return 0;
+}
+
+static void on_stop_signal(int sig)
+{
+    (void)sig;
+    train_stop_signal = 1;
+}
+
+/* SIGINT / SIGTERM finish the step and checkpoint; a second one kills. */
+static void install_signal_handlers(void)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_stop_signal;
+    sa.sa_flags = SA_RESETHAND;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+}
+
+int train_run(const config *cfg, const char *resume_path, int allow_config_change)
+{
+    if (check_device(cfg) != 0) {
+        fprintf(stderr, "ecl-train: %s\n", ecl_last_error());
+        return 2;
+    }
     if (cfg->run.threads > 0)
         omp_set_num_threads(cfg->run.threads);
+    /* A fresh run must not overwrite or mix with an earlier run's files. */
+    char found[1100];
+    if (!resume_path && checkpoint_find_latest(cfg->run.out, found, sizeof found) == 1) {
+        fprintf(stderr, "ecl-train: run folder %s already holds checkpoints of an earlier run "
+                "(%s); continue it with --resume %s, or pick another --run.out\n",
+                cfg->run.out, found, cfg->run.out);
+        return 2;
+    }
     if (make_dirs(cfg->run.out) != 0 || write_config_file(cfg, cfg->run.out) != 0) {
         fprintf(stderr, "ecl-train: %s\n", ecl_last_error());
         return 1;
@@ -619,7 +681,8 @@ int train_run(const config *cfg)
     config_print_table(cfg, stderr);
 
     run_state st;
-    int rc = run_setup(&st, cfg);
+    install_signal_handlers();
+    int rc = run_setup(&st, cfg, resume_path, allow_config_change);
     if (rc == 0)
         rc = run_epochs(&st);
     if (rc == 0)
@@ -627,5 +690,5 @@ int train_run(const config *cfg)
     if (rc != 0)
         fprintf(stderr, "ecl-train: %s\n", ecl_last_error());
     run_teardown(&st);
-    return rc == 0 ? 0 : 1;
+    return rc == 0 ? 0 : rc == -2 ? TRAIN_EXIT_STOPPED : 1;
 }

@@ -294,7 +294,8 @@ static void run_init(run *r, int k, uint64_t seed, int randomise)
     }
     fill_normal(r->st.y_store, (int64_t)r->net.n_heads * N_SAMPLES * k);
     r->opt.step = 37;
-    r->st = (checkpoint_state){ 3, 5, 41, 1234567890123ull, r->st.y_store, N_SAMPLES };
+    r->st = (checkpoint_state){ 3, 5, 41, 1234567890123ull, r->st.y_store, N_SAMPLES, 1,
+                                ecl_strdup("iv 1 2.5e-3; ep 3 0.125") };
 }
 
 static void run_free(run *r)
@@ -302,6 +303,7 @@ static void run_free(run *r)
     model_free(&r->net);
     optim_free(&r->opt);
     free(r->st.y_store);
+    free(r->st.train_stats);
 }
 
 /* 1 when every array and counter of a and b is bit-identical. */
@@ -309,7 +311,10 @@ static int run_same(const run *a, const run *b)
 {
     int same = a->opt.step == b->opt.step && a->st.epoch == b->st.epoch &&
                a->st.step_in_epoch == b->st.step_in_epoch &&
-               a->st.global_step == b->st.global_step && a->st.seed == b->st.seed;
+               a->st.global_step == b->st.global_step && a->st.seed == b->st.seed &&
+               a->st.best_head == b->st.best_head &&
+               !a->st.train_stats == !b->st.train_stats &&
+               (!a->st.train_stats || strcmp(a->st.train_stats, b->st.train_stats) == 0);
     for (int i = 0; i < a->net.n_params; i++) {
         size_t nb = (size_t)a->net.params[i].n * sizeof(float);
         same &= memcmp(a->net.params[i].value, b->net.params[i].value, nb) == 0;

@@ -47,6 +47,7 @@ expect_error "empty data file"  "empty.gz"                     "$tmp/ok.ini" --d
 head -c 1000 <(zcat $mnist/images-idx3-ubyte.gz) > "$tmp/cut.idx"
 expect_error "truncated data"   "cut.idx"                      "$tmp/ok.ini" --data.path=$tmp/cut.idx --run.out=$tmp/r4
 expect_error "labels as images" "magic|labels"                 "$tmp/ok.ini" --data.path=$mnist/labels-idx1-ubyte.gz --run.out=$tmp/r5
+expect_error "cuda device"      "no CUDA backend"              "$tmp/ok.ini" --run.device=cuda --run.out=$tmp/r7
 expect_error "batch > data"     "larger than the data set"     "$tmp/ok.ini" --data.limit=30 --run.batch=40 --run.out=$tmp/r6
 
 # Failed runs leave no metrics or assignments under their final names.

@@ -135,7 +135,7 @@ static void bn_fwd(void *p, const float *in, float *out)
     const float *g = k->which == 1 ? in : k->gamma;
     const float *b = k->which == 2 ? in : k->beta;
     batchnorm_forward_train_cpu(x, out, k->xhat, k->invstd, g, b, NULL, NULL, k->c, k->s,
-                                0.1f, 1e-5f);
+                                0.1f, 1e-5f, 0);
 }
 
 static void test_batchnorm(int affine)
@@ -151,8 +151,8 @@ static void test_batchnorm(int affine)
     float *dx = ecl_malloc((size_t)n * sizeof(float)), dg[3], db[3];
 
     batchnorm_forward_train_cpu(k.x, y, k.xhat, k.invstd, k.gamma, k.beta, NULL, NULL,
-                                k.c, k.s, 0.1f, 1e-5f);
-    batchnorm_backward_cpu(r, k.xhat, k.invstd, k.gamma, dx, dg, db, k.c, k.s);
+                                k.c, k.s, 0.1f, 1e-5f, 0);
+    batchnorm_backward_cpu(r, k.xhat, k.invstd, k.gamma, NULL, dx, dg, db, k.c, k.s);
     check_grad(affine ? "batchnorm dx" : "batchnorm (no affine) dx", bn_fwd, &k, k.x, n, n,
                r, dx);
     if (affine) {
@@ -169,12 +169,40 @@ static void test_batchnorm(int affine)
 static void test_batchnorm_running(void)
 {
     float x[4] = { 1, 2, 3, 6 }, y[4], xh[4], is, rm = 0.0f, rv = 1.0f;
-    batchnorm_forward_train_cpu(x, y, xh, &is, NULL, NULL, &rm, &rv, 1, 4, 0.1f, 1e-5f);
+    batchnorm_forward_train_cpu(x, y, xh, &is, NULL, NULL, &rm, &rv, 1, 4, 0.1f, 1e-5f, 0);
     CHECK_NEAR(rm, 0.1 * 3.0, 1e-6, 0);
     CHECK_NEAR(rv, 0.9 + 0.1 * (14.0 / 3.0), 1e-6, 0);
     CHECK_NEAR(is, 1.0 / sqrt(3.5 + 1e-5), 1e-6, 0);
-    batchnorm_forward_eval_cpu(x, y, NULL, NULL, &rm, &rv, 1, 4, 1e-5f);
+    batchnorm_forward_eval_cpu(x, y, NULL, NULL, &rm, &rv, 1, 4, 1e-5f, 0);
     CHECK_NEAR(y[3], (6.0 - rm) / sqrt(rv + 1e-5), 1e-5, 0);
+}
+
+/* The fused BN + ReLU equals the two ops in turn, forward and backward. */
+static void test_batchnorm_relu_fused(void)
+{
+    int c = 3;
+    int64_t s = 50, n = c * s;
+    float *x = random_array(n, 1.5f), *g = random_array(c, 1.0f), *b = random_array(c, 0.5f);
+    float *dy = random_array(n, 1.0f), *y1 = ecl_malloc(n * sizeof(float));
+    float *y2 = ecl_malloc(n * sizeof(float)), *xh = ecl_malloc(n * sizeof(float));
+    float *dx1 = ecl_malloc(n * sizeof(float)), *dx2 = ecl_malloc(n * sizeof(float));
+    float is[3], dg1[3], dg2[3], db1[3], db2[3];
+
+    batchnorm_forward_train_cpu(x, y1, xh, is, g, b, NULL, NULL, c, s, 0.1f, 1e-5f, 1);
+    batchnorm_backward_cpu(dy, xh, is, g, y1, dx1, dg1, db1, c, s);
+    batchnorm_forward_train_cpu(x, y2, xh, is, g, b, NULL, NULL, c, s, 0.1f, 1e-5f, 0);
+    relu_forward_cpu(y2, y2, n);
+    relu_backward_cpu(y2, dy, dx2, n);
+    batchnorm_backward_cpu(dx2, xh, is, g, NULL, dx2, dg2, db2, c, s);
+    double fwd = 0.0, bwd = 0.0;
+    for (int64_t i = 0; i < n; i++) {
+        fwd = fmax(fwd, fabs(y1[i] - y2[i]));
+        bwd = fmax(bwd, fabs(dx1[i] - dx2[i]));
+    }
+    CHECK(fwd == 0.0, "fused forward differs by %g", fwd);
+    CHECK(bwd == 0.0, "fused backward differs by %g", bwd);
+    CHECK(dg1[1] == dg2[1] && db1[2] == db2[2], "fused dgamma/dbeta differ");
+    free(x); free(g); free(b); free(dy); free(y1); free(y2); free(xh); free(dx1); free(dx2);
 }
 
 /* ---- ReLU, max-pool, average pool: away from kinks ---------------------- */
@@ -296,6 +324,7 @@ int main(void)
     test_batchnorm(1);
     test_batchnorm(0);
     test_batchnorm_running();
+    test_batchnorm_relu_fused();
     test_relu_and_pools();
     test_linear();
     test_softmax();

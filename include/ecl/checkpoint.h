@@ -14,7 +14,8 @@
  *   metadata (strings)
  *     format "ecl-checkpoint", version "1", ecl_version, model, clusters, heads,
  *     optimizer ("adam" | "sgd"), epoch, step_in_epoch, global_step,
- *     optim_step, seed (decimal), config (the whole resolved INI text),
+ *     optim_step, seed (decimal), best_head, train_stats (optional opaque
+ *     text), config (the whole resolved INI text),
  *     config_fingerprint (16 hex digits of config_fingerprint())
  *
  * An exact resume needs (seed, epoch, step_in_epoch) for the loader's order
@@ -53,6 +54,9 @@ typedef struct {
     float *y_store;         /* [H, n_samples, K] EM warm-start labels (H = model heads),
                                or NULL; the caller's memory */
     int64_t n_samples;      /* N of y_store (0 when y_store is NULL) */
+    int64_t best_head;      /* the head in use (model.heads > 1) */
+    char *train_stats;      /* the trainer's running statistics as opaque text, or
+                               NULL; save stores it, load sets a copy the caller frees */
 } checkpoint_state;
 
 /* Writes everything above to `path` atomically (temp file + rename: a failed

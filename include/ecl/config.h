@@ -43,6 +43,7 @@ typedef struct {
         int max_iter;
         float tol;
         int warm_start;     /* start from the sample's previous y */
+        char solver[16];    /* em | em_accel | dual | newton | newton_dense (solvers.h) */
     } em;
     struct {
         char name[16];      /* adam | sgd */
@@ -73,6 +74,8 @@ typedef struct {
         int quiet;          /* 1: warnings and errors only on stderr */
         int eval_every;     /* epochs between full-data scoring; 0 = end only */
         int kmeans_baseline;/* 1: score K-means on raw pixels too */
+        int checkpoint_every; /* steps between checkpoints; 0 = at each epoch's end */
+        int keep_checkpoints; /* newest checkpoints kept in the run folder */
     } run;
 } config;
 
@@ -81,6 +84,10 @@ void config_defaults(config *cfg);
 /* Reads an INI file over the current values. 0, or -1 with ecl_last_error()
  * naming the file, line, section and key. */
 int config_load_file(config *cfg, const char *path);
+/* Reads INI text (e.g. a checkpoint's stored config) over the current values,
+ * with the same rules as config_load_file; messages name `origin` as the file.
+ * 0, or -1 with ecl_last_error() (cfg then unchanged). */
+int config_load_string(config *cfg, const char *ini_text, const char *origin);
 /* Applies one "--section.key=value" (or "section.key=value"). 0 or -1. */
 int config_set(config *cfg, const char *section_dot_key, const char *value);
 int config_apply_override(config *cfg, const char *arg);

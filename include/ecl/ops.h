@@ -46,19 +46,22 @@ void conv3x3_backward_cpu(const float *dy, const float *col, const float *wt,
  * the batch mean and biased variance, updates the running mean and the
  * unbiased running variance (PyTorch's convention) with `momentum`; keeps
  * xhat [C, S] and invstd [C] for backward. gamma/beta NULL = no affine
- * part (parameter-free). y may alias x. */
+ * part (parameter-free). relu = 1 fuses a ReLU into the output (one pass
+ * over memory fewer than two ops). y may alias x. */
 void batchnorm_forward_train_cpu(const float *x, float *y, float *xhat, float *invstd,
                                  const float *gamma, const float *beta,
                                  float *run_mean, float *run_var,
-                                 int c, int64_t s, float momentum, float eps);
+                                 int c, int64_t s, float momentum, float eps, int relu);
 /* Inference form, from the running statistics. y may alias x. */
 void batchnorm_forward_eval_cpu(const float *x, float *y, const float *gamma,
                                 const float *beta, const float *run_mean,
-                                const float *run_var, int c, int64_t s, float eps);
-/* dx [C, S] written (may alias dy); dgamma, dbeta [C] written when non-NULL. */
+                                const float *run_var, int c, int64_t s, float eps, int relu);
+/* dx [C, S] written (may alias dy); dgamma, dbeta [C] written when non-NULL.
+ * y_relu: the fused forward's output, whose zeros mask dy (NULL = no ReLU
+ * was fused). */
 void batchnorm_backward_cpu(const float *dy, const float *xhat, const float *invstd,
-                            const float *gamma, float *dx, float *dgamma, float *dbeta,
-                            int c, int64_t s);
+                            const float *gamma, const float *y_relu, float *dx,
+                            float *dgamma, float *dbeta, int c, int64_t s);
 
 /* y = max(x, 0) over n values; y may alias x. */
 void relu_forward_cpu(const float *x, float *y, int64_t n);

@@ -37,7 +37,13 @@ void train_evaluate(model *m, const dataset *ds, const float *mean, const float 
                     int64_t batch, eval_result *r);
 void eval_result_free(eval_result *r);
 
-/* The whole run of cfg. Returns the process exit status (0 success). */
-int train_run(const config *cfg);
+/* Exit status of a run stopped by SIGINT/SIGTERM after saving a checkpoint. */
+#define TRAIN_EXIT_STOPPED 130
+
+/* The whole run of cfg, from scratch or, when resume_path is non-NULL,
+ * from that checkpoint (allow_config_change: accept a checkpoint whose
+ * config differs in keys that change results). Returns the process exit
+ * status: 0 success, 1 failure, TRAIN_EXIT_STOPPED after a signal. */
+int train_run(const config *cfg, const char *resume_path, int allow_config_change);
 
 #endif
