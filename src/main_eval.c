@@ -51,12 +51,11 @@ typedef struct {
 } eval_option;
 
 static const eval_option eval_options[] = {
-    { "--out", " DIR", "folder for eval.json, eval_assignments.csv, confusion.txt and "
-                      "confusion.png (default: the run folder)" },
-    { "--head", " N", "score head N (default: the head the checkpoint says is in use)" },
-    { "--section.key", "=VALUE", "override a key of the checkpoint's stored config, e.g. "
-                                "--data.path=FILE --data.labels=FILE --data.limit=N; "
-                                "model.* keys cannot change" },
+    { "--out", " DIR", "where the outputs go (default: the run folder)" },
+    { "--head", " N", "score head N (default: the head the checkpoint uses)" },
+    { "--section.key", "=VALUE", "override a key of the stored config, e.g. --data.path=FILE"
+                                 "\n                        --data.labels=FILE --data.limit=N "
+                                 "(model.* keys are fixed)" },
     { "--help", "", "print this help" },
     { "--version", "", "print the version" },
 };
@@ -75,11 +74,12 @@ static void eval_usage(FILE *f)
     fprintf(f, "usage: ecl-eval RUN_DIR|CHECKPOINT [--section.key=value ...] [--out DIR] "
                "[--head N]\n\n"
                "Scores a checkpoint of ecl-train (a run folder means its newest one) on the\n"
-               "data of its stored config, or on other data given by overrides.\n\n");
+               "data of its stored config, or on other data given by overrides, and\n"
+               "writes eval.json, eval_assignments.csv, confusion.txt and confusion.png.\n\n");
     for (int i = 0; i < N_OPTIONS; i++) {
         char left[64];
         snprintf(left, sizeof left, "%s%s", eval_options[i].name, eval_options[i].value);
-        fprintf(f, "  %-26s %s\n", left, eval_options[i].help);
+        fprintf(f, "  %-21s %s\n", left, eval_options[i].help);
     }
 }
 
