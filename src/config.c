@@ -110,10 +110,10 @@ static const config_key config_keys[] = {
     K_INT(em, max_iter, "15", 1, 1000000,
           "most solver iterations per batch (EM updates for em; Newton steps for newton)"),
     K_FLT(em, tol, "1e-6", 0, 0, NO_HI,
-          "stop when the full KKT measure of y (solvers.h) is below this; 0 = run to max_iter"),
+          "stop when y's full KKT measure (solvers.h) is below this; 0 = max_iter"),
     K_BOOL(em, warm_start, "false", "start EM from the sample's previous y"),
     K_STR(em, solver, "em", "em|em_accel|dual|newton|newton_dense",
-          "pseudo-label solver; em capped at 15 is the measured recipe, newton the "
+          "pseudo-label solver; em capped at 15 is the measured recipe, dual the "
           "fastest to the exact optimum (ecl-bench-em)"),
 
     K_STR(optim, name, "adam", "adam|sgd", "optimiser"),
@@ -150,6 +150,10 @@ static const config_key config_keys[] = {
     K_INT(run, checkpoint_every, "0", 0, INT_MAX,
           "steps between checkpoints; 0 = one at the end of each epoch"),
     K_INT(run, keep_checkpoints, "3", 1, 1000, "newest checkpoints kept in the run folder"),
+    K_STR(run, nan_policy, "stop", "stop|skip",
+          "on a non-finite logit, label, loss or gradient: stop, or skip the step"),
+    K_FLT(run, collapse_entropy, "0.5", 0, 1, 0,
+          "warn when H(cluster marginal) falls below this fraction of log K"),
 };
 
 #define N_KEYS ((int)(sizeof config_keys / sizeof config_keys[0]))

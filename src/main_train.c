@@ -22,6 +22,7 @@ typedef struct {
     int allow_config_change;
     char resume_ckpt[1100];     /* the checkpoint file resume resolves to */
     char resume_config[1100];   /* the run's config.ini when no CONFIG is given */
+    char resume_dir[1024];      /* the run folder resumed: run.out unless overridden */
 } train_args;
 
 static void usage(FILE *f)
@@ -43,7 +44,8 @@ static int resolve_resume(train_args *a)
     struct stat sb;
     if (stat(a->resume, &sb) != 0)
         return ecl_set_error("--resume %s: no such file or folder", a->resume);
-    char dir[1024];
+    char *dir = a->resume_dir;
+    size_t n_dir = sizeof a->resume_dir;
     if (S_ISDIR(sb.st_mode)) {
         int found = checkpoint_find_latest(a->resume, a->resume_ckpt, sizeof a->resume_ckpt);
         if (found < 0)
@@ -51,12 +53,12 @@ static int resolve_resume(train_args *a)
         if (found == 0)
             return ecl_set_error("--resume %s: the folder holds no ckpt-*.safetensors; "
                                  "ecl-train writes one at the end of every epoch", a->resume);
-        snprintf(dir, sizeof dir, "%s", a->resume);
+        snprintf(dir, n_dir, "%s", a->resume);
     } else {
         snprintf(a->resume_ckpt, sizeof a->resume_ckpt, "%s", a->resume);
         char tmp[1024];
         snprintf(tmp, sizeof tmp, "%s", a->resume);
-        snprintf(dir, sizeof dir, "%s", dirname(tmp));
+        snprintf(dir, n_dir, "%s", dirname(tmp));
     }
     snprintf(a->resume_config, sizeof a->resume_config, "%s/config.ini", dir);
     return 0;
@@ -117,7 +119,8 @@ int main(int argc, char **argv)
     train_args a;
     config cfg;
     config_defaults(&cfg);
-    if (parse_args(argc, argv, &a) != 0 || config_load_file(&cfg, a.config_path) != 0) {
+    if (parse_args(argc, argv, &a) != 0 || config_load_file(&cfg, a.config_path) != 0 ||
+        (a.resume && config_set(&cfg, "run.out", a.resume_dir) != 0)) {
         fprintf(stderr, "ecl-train: %s\n", ecl_last_error());
         return 2;
     }

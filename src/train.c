@@ -83,7 +83,16 @@ static void eval_rows(eval_result *r, const float *p, int64_t start, int64_t b,
     int k = r->k;
     for (int64_t i = 0; i < b; i++) {
         const float *pr = p + i * k;
-        int best = 0;
+        int best = 0, finite = 1;
+        for (int j = 0; j < k; j++)
+            finite &= isfinite(pr[j]) != 0;
+        if (!finite) {
+            r->n_nonfinite++;
+            r->cluster[start + i] = 0;
+            r->confidence[start + i] = 0.0f;
+            r->sizes[0]++;
+            continue;
+        }
         for (int j = 0; j < k; j++) {
             best = pr[j] > pr[best] ? j : best;
             sigma_sum[j] += pr[j];
@@ -247,18 +256,52 @@ static void stats_rows(interval_stats *s, const float *sigma, const float *y, in
     s->images += b;
 }
 
-static int check_finite(const float *x, int64_t n, const char *what, int64_t step)
+/* Returned by a step that met a non-finite value (see run.nan_policy). */
+#define STEP_NONFINITE (-3)
+
+static int check_finite(const float *x, int64_t n, const char *what, const run_state *st,
+                        const loader_batch *bt)
 {
     for (int64_t i = 0; i < n; i++)
-        if (!isfinite(x[i]))
-            return ecl_set_error("%s has a non-finite value (%g at flat index %lld) at "
-                                 "step %lld; lower optim.lr or check the input data",
-                                 what, x[i], (long long)i, (long long)step);
+        if (!isfinite(x[i])) {
+            ecl_set_error("%s has a non-finite value (%g at flat index %lld) at step %lld "
+                          "(batch %lld of the epoch); lower optim.lr, check the input data, "
+                          "or set run.nan_policy=skip", what, x[i], (long long)i,
+                          (long long)st->global_step + 1, (long long)bt->step + 1);
+            return STEP_NONFINITE;
+        }
     return 0;
 }
 
+/* Every parameter gradient finite? 0 or STEP_NONFINITE. */
+static int check_grads(const run_state *st, const loader_batch *bt)
+{
+    for (int i = 0; i < st->net.n_params; i++) {
+        const param *p = &st->net.params[i];
+        char what[80];
+        snprintf(what, sizeof what, "gradient of %s", p->name);
+        if (check_finite(p->grad, p->n, what, st, bt) != 0)
+            return STEP_NONFINITE;
+    }
+    return 0;
+}
+
+/* Batch-norm running statistics: kept before a step, put back on a skip. */
+static void buffers_copy(model *m, float *backup, int restore)
+{
+    for (int i = 0; i < m->n_buffers; i++) {
+        buffer *b = &m->buffers[i];
+        if (restore)
+            memcpy(b->value, backup, (size_t)b->n * sizeof(float));
+        else
+            memcpy(backup, b->value, (size_t)b->n * sizeof(float));
+        backup += b->n;
+    }
+}
+
 /* One head's pseudo-labels (EM on its clean-view sigma, warm-started when
- * asked), loss terms and logit gradient. Returns the EM iterations. */
+ * asked), loss terms and logit gradient. Returns the EM iterations, or
+ * STEP_NONFINITE (before the warm-start store is touched). */
 static int head_step(run_state *st, int hd, const loader_batch *bt, loss_terms *t)
 {
     int64_t b = bt->b, k = st->k, rows = (st->views + 1) * b;
@@ -277,6 +320,8 @@ static int head_step(run_state *st, int hd, const loader_batch *bt, loss_terms *
     so.tol = cfg->em.tol;
     so.init_from_sigma = store == NULL;
     solver_result er = solver_solve(sigma, y, b, (int)k, NULL, cfg->loss.lambda, &so);
+    if (check_finite(y, b * k, "pseudo-labels y", st, bt) != 0)
+        return STEP_NONFINITE;
     if (store)
         for (int64_t i = 0; i < b; i++)
             memcpy(store + bt->index[i] * k, y + i * k, (size_t)k * sizeof(float));
@@ -287,7 +332,8 @@ static int head_step(run_state *st, int hd, const loader_batch *bt, loss_terms *
 }
 
 /* One optimisation step on one batch: t gets the terms averaged over the
- * heads. 0, or -1 on a non-finite value. */
+ * heads. 0, or STEP_NONFINITE with nothing but the BN running statistics
+ * changed (the caller restores those when it skips the step). */
 static int train_step(run_state *st, const loader_batch *bt, loss_terms *t, int *em_iters)
 {
     int64_t b = bt->b, k = st->k, nv = st->views + 1;
@@ -296,23 +342,36 @@ static int train_step(run_state *st, const loader_batch *bt, loss_terms *t, int 
 
     /* All views in one forward: batch norm sees clean and augmented alike. */
     model_forward(&st->net, bt->x, nv * b, 1, st->logits);
-    if (check_finite(st->logits, heads * nv * b * k, "logits", st->global_step) != 0)
-        return -1;
+    if (check_finite(st->logits, heads * nv * b * k, "logits", st, bt) != 0)
+        return STEP_NONFINITE;
 
     /* Each head's loss with its y fixed, one backward for all, then each
      * head's norm penalty onto its own weights. */
     loss_terms th[MODEL_MAX_HEADS];
     int iters = 0;
-    for (int hd = 0; hd < heads; hd++)
-        iters += head_step(st, hd, bt, &th[hd]);
+    for (int hd = 0; hd < heads; hd++) {
+        int it = head_step(st, hd, bt, &th[hd]);
+        if (it == STEP_NONFINITE)
+            return STEP_NONFINITE;
+        iters += it;
+    }
     model_backward(&st->net, st->dlogits, nv * b);
-    memset(t, 0, sizeof *t);
     for (int hd = 0; hd < heads; hd++) {
         param *w = st->net.head_w[hd];
         loss_head_norm_cpu(w->value, w->n, &st->lw, w->grad, &th[hd]);
-        if (!isfinite(th[hd].total))
-            return ecl_set_error("loss of head %d is not finite (%g) at step %lld; lower "
-                                 "optim.lr", hd, th[hd].total, (long long)st->global_step);
+        if (!isfinite(th[hd].total)) {
+            ecl_set_error("loss of head %d is not finite (%g) at step %lld; lower optim.lr or "
+                          "set run.nan_policy=skip", hd, th[hd].total,
+                          (long long)st->global_step + 1);
+            return STEP_NONFINITE;
+        }
+    }
+    if (check_grads(st, bt) != 0)
+        return STEP_NONFINITE;
+
+    /* The step is good: account for it, then update. */
+    memset(t, 0, sizeof *t);
+    for (int hd = 0; hd < heads; hd++) {
         st->head_loss[hd] += th[hd].total;
         loss_terms_axpy(t, &th[hd], 1.0 / heads);
     }
@@ -335,6 +394,8 @@ static void format_eta(double s, char *buf, size_t n)
 /* One aligned progress line on stderr and one "step" record in log.jsonl. */
 static void log_progress(run_state *st, int64_t epoch, int64_t step, const interval_stats *s)
 {
+    if (s->steps == 0)
+        return;  /* every step of the interval was skipped */
     double el = ecl_now_s() - st->t_start, n = (double)s->steps;
     double done = (double)(st->global_step - st->steps_at_start);
     double img_s = done * st->b / (el > 0 ? el : 1e-9);
@@ -360,23 +421,47 @@ static void log_progress(run_state *st, int64_t epoch, int64_t step, const inter
 }
 
 /* The epoch's training-time statistics, plus a full-data score when due. */
+/* Warns (once per epoch) when the training-time argmax counts show a
+ * collapse: empty clusters, or a marginal entropy below the threshold. */
+static void warn_collapse(const run_state *st, int64_t epoch, const interval_stats *s,
+                          int used, double entropy)
+{
+    double floor_h = st->cfg->run.collapse_entropy * log((double)st->k);
+    if (used == st->k && entropy >= floor_h)
+        return;
+    char sizes[512];
+    int off = 0;
+    for (int j = 0; j < st->k && off < (int)sizeof sizes - 24; j++)
+        off += snprintf(sizes + off, sizeof sizes - (size_t)off, "%s%lld", j ? " " : "",
+                        (long long)s->hits[j]);
+    ecl_log_warn("epoch %lld looks collapsed: %d of %lld clusters used, H(marginal) %.3f "
+                 "(warning below %.3f = run.collapse_entropy x log K); sizes: %s",
+                 (long long)epoch + 1, used, (long long)st->k, entropy, floor_h, sizes);
+}
+
 static void log_epoch(run_state *st, int64_t epoch, const interval_stats *s, double secs)
 {
+    /* Training-time cluster statistics from the argmax of sigma. */
     int used = 0;
     int64_t mn = INT64_MAX, mx = 0;
+    double entropy = 0.0, im = (double)s->images, n = (double)s->steps;
     for (int j = 0; j < st->k; j++) {
         used += s->hits[j] > 0;
         mn = s->hits[j] < mn ? s->hits[j] : mn;
         mx = s->hits[j] > mx ? s->hits[j] : mx;
+        double pj = im > 0 ? (double)s->hits[j] / im : 0.0;
+        entropy -= pj > 0 ? pj * log(pj) : 0.0;
     }
-    double n = (double)s->steps, im = (double)s->images;
+    warn_collapse(st, epoch, s, used, entropy);
     fprintf(st->log, "{\"kind\": \"epoch\", \"epoch\": %lld, \"seconds\": %.2f, \"loss\": %.6f, "
             "\"rce\": %.6f, \"fairness\": %.6g, \"aug\": %.6f, \"fce\": %.6f, \"em_iters\": "
             "%.2f, \"train_clusters_used\": %d, \"train_min_cluster\": %lld, "
-            "\"train_max_cluster\": %lld, \"mean_max_sigma\": %.6f, \"agree_y_sigma\": %.6f",
+            "\"train_max_cluster\": %lld, \"train_marginal_entropy\": %.6f, "
+            "\"mean_max_sigma\": %.6f, \"agree_y_sigma\": %.6f, \"skipped_steps\": %lld",
             (long long)epoch + 1, secs, s->sum.total / n, s->sum.rce / n, s->sum.fairness / n,
             s->sum.aug / n, s->sum.fce / n, s->em_iters / n, used, (long long)mn,
-            (long long)mx, s->max_sigma / im, s->agree / im);
+            (long long)mx, entropy, s->max_sigma / im, s->agree / im,
+            (long long)st->skipped_steps);
 
     /* Per-head mean losses; the lowest picks the head used from now on. */
     int heads = st->net.n_heads;
@@ -502,6 +587,10 @@ static int run_setup(run_state *st, const config *cfg, const char *resume, int a
                  gemm_backend_name(), omp_get_max_threads());
     st->iv.hits = ecl_calloc((size_t)st->k, sizeof(int64_t));
     st->ep.hits = ecl_calloc((size_t)st->k, sizeof(int64_t));
+    int64_t n_buf = 0;
+    for (int i = 0; i < st->net.n_buffers; i++)
+        n_buf += st->net.buffers[i].n;
+    st->buffer_backup = ecl_malloc((size_t)n_buf * sizeof(float));
     return resume ? train_checkpoint_resume(st, resume, allow) : 0;
 }
 
@@ -521,6 +610,7 @@ static void run_teardown(run_state *st)
     free(st->y_store);
     free(st->iv.hits);
     free(st->ep.hits);
+    free(st->buffer_backup);
 }
 
 /* After a checkpoint written because of a signal: say how to go on. */
@@ -538,7 +628,19 @@ static int run_batch(run_state *st, int64_t e, const loader_batch *bt)
 {
     loss_terms t;
     int iters = 0;
-    if (train_step(st, bt, &t, &iters) != 0)
+    int skip = strcmp(st->cfg->run.nan_policy, "skip") == 0;
+    if (skip)
+        buffers_copy(&st->net, st->buffer_backup, 0);
+    int rc = train_step(st, bt, &t, &iters);
+    if (rc == STEP_NONFINITE && skip) {
+        /* Drop the step: only the BN running statistics had changed. */
+        buffers_copy(&st->net, st->buffer_backup, 1);
+        st->skipped_steps++;
+        ecl_log_warn("step skipped (run.nan_policy=skip, %lld so far): %s",
+                     (long long)st->skipped_steps, ecl_last_error());
+        return 0;
+    }
+    if (rc != 0)
         return -1;
     st->global_step++;
     stats_add(&st->iv, &t, iters);
@@ -604,6 +706,14 @@ static int run_finish(run_state *st)
 
     eval_result all[MODEL_MAX_HEADS], *r = &all[st->best_head];
     train_evaluate(&st->net, &st->ds, st->mean, st->std, st->b * (st->views + 1), all);
+    if (r->n_nonfinite > 0) {
+        ecl_set_error("the trained model gives non-finite outputs for %lld of %lld images; "
+                      "no results written (%lld steps were skipped for non-finite values)",
+                      (long long)r->n_nonfinite, (long long)st->ds.n,
+                      (long long)st->skipped_steps);
+        eval_results_free(all, st->net.n_heads);
+        return -1;
+    }
     if (st->cfg->run.kmeans_baseline && r->labelled)
         kmeans_baseline(st, &sum);
     int rc = write_assignments(r, &st->ds, st->cfg->run.out);

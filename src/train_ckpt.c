@@ -39,7 +39,8 @@ static char *stats_to_text(const run_state *st, long log_bytes)
     size_t n = 0;
     FILE *f = open_memstream(&text, &n);
     ECL_CHECK(f, "open_memstream failed");
-    fprintf(f, "log_bytes %ld\nhead_loss", log_bytes);
+    fprintf(f, "log_bytes %ld\nskipped %lld\nhead_loss", log_bytes,
+            (long long)st->skipped_steps);
     for (int h = 0; h < st->net.n_heads; h++)
         fprintf(f, " %a", st->head_loss[h]);
     fputc('\n', f);
@@ -98,6 +99,14 @@ static int stats_from_text(run_state *st, const char *text, long *log_bytes)
     if (next_double(&p, &v) != 0)
         return -1;
     *log_bytes = (long)v;
+    while (*p == '\n')
+        p++;
+    if (strncmp(p, "skipped", 7) != 0)
+        return -1;
+    p += 7;
+    if (next_double(&p, &v) != 0)
+        return -1;
+    st->skipped_steps = (int64_t)v;
     while (*p == '\n')
         p++;
     if (strncmp(p, "head_loss", 9) != 0)

@@ -46,6 +46,8 @@ typedef struct {
     int64_t start_epoch;       /* where the loop starts (resume) */
     int64_t skip_steps;        /* batches of start_epoch already done (resume) */
     int64_t steps_at_start;    /* global_step when this process started */
+    int64_t skipped_steps;     /* steps dropped for non-finite values (nan_policy skip) */
+    float *buffer_backup;      /* BN running statistics before the step, for a skip */
     double t_start;
 } run_state;
 

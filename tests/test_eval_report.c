@@ -253,7 +253,7 @@ static void fake_result(eval_result *r, dataset *ds, int labelled)
     memset(r, 0, sizeof *r);
     memset(ds, 0, sizeof *ds);
     *r = (eval_result){ cluster, conf, sizes, 2, 2, 1, 2, 0.6365, 0.541667, labelled,
-                        1.0, 1.0, 1.0, 1.0 };
+                        1.0, 1.0, 1.0, 1.0, 0 };
     ds->n = 3;
     ds->labels = labelled ? labels : nolab;
     ds->names = names;

@@ -76,6 +76,8 @@ typedef struct {
         int kmeans_baseline;/* 1: score K-means on raw pixels too */
         int checkpoint_every; /* steps between checkpoints; 0 = at each epoch's end */
         int keep_checkpoints; /* newest checkpoints kept in the run folder */
+        char nan_policy[16];  /* stop | skip */
+        float collapse_entropy; /* warn below this fraction of log K */
     } run;
 } config;
 

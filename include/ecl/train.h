@@ -25,6 +25,7 @@ typedef struct {
     double mean_confidence;
     int labelled;            /* 1 when the scores below mean something */
     double acc, nmi, ari, acc_majority;
+    int64_t n_nonfinite;     /* images whose outputs were NaN/Inf (cluster 0, confidence 0) */
 } eval_result;
 
 /* Loads the data set that cfg names. 0, or -1 with ecl_last_error(). */
