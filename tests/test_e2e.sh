@@ -3,20 +3,8 @@
 # the real MNIST digits must use every cluster, lower its loss, and score
 # ACC and NMI clearly above K-means on the same images (printed by the same
 # run). A second, tiny run repeated twice must give identical bits.
-set -u
-cd "$(dirname "$0")/.."
-bin=build/ecl-train
-data=../shared/data/mnist-10k
-if [ ! -f "$data/images-idx3-ubyte.gz" ]; then
-    echo "skipped: $data not found (the shared real-data folder)"; exit 77
-fi
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-fails=0 checks=0
-check() {  # check NAME CONDITION-EXIT-STATUS
-    checks=$((checks + 1))
-    if [ "$2" -ne 0 ]; then fails=$((fails + 1)); echo "FAIL $1"; fi
-}
+. "$(dirname "$0")/lib.sh"
+need_mnist
 # json_num FILE KEY: a number from a flat JSON object.
 json_num() { grep -o "\"$2\": [-0-9.e]*" "$1" | head -n 1 | awk '{print $2}'; }
 
@@ -53,10 +41,8 @@ small="--data.limit=400 --run.epochs=1 --run.batch=50 --run.threads=2 --augment.
 $bin configs/mnist_vgg4.ini $small --run.out="$tmp/d1" >/dev/null 2>&1
 $bin configs/mnist_vgg4.ini $small --augment.workers=1 --run.out="$tmp/d2" >/dev/null 2>&1
 check "same seed, same assignments" "$(cmp -s "$tmp/d1/assignments.csv" "$tmp/d2/assignments.csv"; echo $?)"
-strip() { sed -E 's/"(seconds|img_per_s|train_img_per_s|elapsed_s)": [0-9.e+-]*//g' "$1"; }
-check "same seed, same log" "$(diff <(strip "$tmp/d1/log.jsonl") <(strip "$tmp/d2/log.jsonl") >/dev/null; echo $?)"
+check "same seed, same log" "$(diff <(strip_timing "$tmp/d1/log.jsonl") <(strip_timing "$tmp/d2/log.jsonl") >/dev/null; echo $?)"
 $bin configs/mnist_vgg4.ini $small --run.seed=1 --run.out="$tmp/d3" >/dev/null 2>&1
 check "other seed, other assignments" "$(! cmp -s "$tmp/d1/assignments.csv" "$tmp/d3/assignments.csv"; echo $?)"
 
-echo "test_e2e: $((checks - fails)) checks passed, $fails failed"
-[ $fails -eq 0 ]
+finish test_e2e

@@ -3,20 +3,8 @@
 # the tensor and the step (run.nan_policy=stop), or the step is skipped and
 # counted (skip); a model that only produces NaN writes no results. The NaN
 # is planted in a checkpoint's head bias, and the run resumed from it.
-set -u
-cd "$(dirname "$0")/.."
-bin=${BUILD:-build}/ecl-train
-data=../shared/data/mnist-10k
-if [ ! -f "$data/images-idx3-ubyte.gz" ]; then
-    echo "skipped: $data not found (the shared real-data folder)"; exit 77
-fi
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-fails=0 checks=0
-check() {
-    checks=$((checks + 1))
-    if [ "$2" -ne 0 ]; then fails=$((fails + 1)); echo "FAIL $1"; fi
-}
+. "$(dirname "$0")/lib.sh"
+need_mnist
 
 args="configs/mnist_vgg4.ini --data.limit=300 --run.batch=50 --run.epochs=2 --model.width=8
       --run.threads=1 --run.kmeans_baseline=false --run.checkpoint_every=3 --run.keep_checkpoints=100"
@@ -58,5 +46,4 @@ $bin $args --run.epochs=1 --optim.lr=1e-6 --model.clusters=10 --run.collapse_ent
     --run.out="$tmp/c" >/dev/null 2>"$tmp/c.err"
 check "collapse warning printed" "$(grep -q 'looks collapsed' "$tmp/c.err"; echo $?)"
 
-echo "test_guards: $((checks - fails)) checks passed, $fails failed"
-[ $fails -eq 0 ]
+finish test_guards

@@ -2,22 +2,9 @@
 # Exact resume: a run stopped (by SIGINT, or cut back to an earlier
 # mid-epoch checkpoint as after a crash) and resumed must end with the same
 # weights, log and assignments as one that ran straight through.
-set -u
-cd "$(dirname "$0")/.."
-bin=${BUILD:-build}/ecl-train
-data=../shared/data/mnist-10k
-if [ ! -f "$data/images-idx3-ubyte.gz" ]; then
-    echo "skipped: $data not found (the shared real-data folder)"; exit 77
-fi
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-fails=0 checks=0
-check() {
-    checks=$((checks + 1))
-    if [ "$2" -ne 0 ]; then fails=$((fails + 1)); echo "FAIL $1"; fi
-}
-# Timing fields are the only ones allowed to differ between runs.
-strip() { sed -E 's/"(seconds|img_per_s|train_img_per_s|elapsed_s)": [0-9.e+-]*//g' "$1"; }
+. "$(dirname "$0")/lib.sh"
+need_mnist
+
 # Tensor bytes of a checkpoint (header metadata names the run folder).
 tensors() {
     python3 - "$1" <<'PY'
@@ -30,7 +17,7 @@ PY
 }
 same_run() {  # same_run NAME DIR_A DIR_B
     check "$1: same assignments" "$(cmp -s "$2/assignments.csv" "$3/assignments.csv"; echo $?)"
-    check "$1: same log" "$(diff <(strip "$2/log.jsonl") <(strip "$3/log.jsonl") >/dev/null; echo $?)"
+    check "$1: same log" "$(diff <(strip_timing "$2/log.jsonl") <(strip_timing "$3/log.jsonl") >/dev/null; echo $?)"
     check "$1: same final weights" "$([ "$(tensors "$2/ckpt-48.safetensors")" = \
         "$(tensors "$3/ckpt-48.safetensors")" ]; echo $?)"
 }
@@ -80,5 +67,4 @@ check "fresh run into a used folder refused" "$([ $? -ne 0 ] && grep -q -- "--re
 $bin --resume "$tmp/nothing" >/dev/null 2>"$tmp/n.err"
 check "missing resume path refused" "$([ $? -ne 0 ] && grep -q "nothing" "$tmp/n.err"; echo $?)"
 
-echo "test_resume: $((checks - fails)) checks passed, $fails failed"
-[ $fails -eq 0 ]
+finish test_resume
