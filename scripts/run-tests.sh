@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
-# Runs every test: the C test binaries in build/tests and the shell tests
-# tests/test_*.sh, each from the repository root. A test's exit status is
-# its verdict: 0 passed, 77 skipped (it prints why), anything else failed.
+# Runs every test: the C test binaries in $BUILD/tests (BUILD defaults to
+# build; `make sanitize` sets build/asan) and the shell tests tests/test_*.sh
+# (which run $BUILD/ecl-train), each from the repository root. A test's exit
+# status is its verdict: 0 passed, 77 skipped (it prints why), anything else failed.
 # Prints one line per test and a final "N passed, N failed, N skipped".
 set -u
 cd "$(dirname "$0")/.."
 
 passed=0 failed=0 skipped=0 failed_names=()
-log_dir=build/test-logs
+build=${BUILD:-build}
+log_dir=$build/test-logs
 mkdir -p "$log_dir"
 
 run_one() {
@@ -27,7 +29,7 @@ run_one() {
     esac
 }
 
-for t in build/tests/test_*; do
+for t in "$build"/tests/test_*; do
     [ -x "$t" ] && run_one "$(basename "$t")" "$t"
 done
 for t in tests/test_*.sh; do

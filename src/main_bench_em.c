@@ -56,8 +56,8 @@ static void bench_usage(FILE *f)
 {
     fprintf(f,
         "usage: ecl-bench-em [options]\n"
-        "  --k=2,10,100        K values of the K sweep (at N = --k-sweep-n)\n"
-        "  --n=100,1000,...    N values of the N sweep (at K = --n-sweep-k)\n"
+        "  --k=2,10,50,100     K values of the K sweep (at N = --k-sweep-n)\n"
+        "  --n=100,...,100000  N values of the N sweep (at K = --n-sweep-k)\n"
         "  --k-sweep-n=250     --n-sweep-k=10\n"
         "  --lambda=100        fairness weights (comma list)\n"
         "  --solvers=em,em_accel,dual,newton,newton_dense\n"
@@ -116,8 +116,8 @@ static int bench_parse_solvers(const char *s, int *use)
 static void bench_defaults(bench_args *a)
 {
     memset(a, 0, sizeof *a);
-    a->n_k = bench_parse_ints("2,10,50,200", a->k, 2, 100000);
-    a->n_n = bench_parse_ints("100,1000,10000,100000,1000000", a->n, 1, 100000000);
+    a->n_k = bench_parse_ints("2,10,50,100", a->k, 2, 100000);
+    a->n_n = bench_parse_ints("100,1000,10000,100000", a->n, 1, 100000000);
     a->n_lambda = bench_parse_list("100", a->lambda);
     for (int s = 0; s < SOLVER_COUNT; s++)
         a->use[s] = 1;

@@ -83,7 +83,6 @@ static int solver_cholesky_solve_own(double *a, int64_t n, double *b)
         rj[j] = d;
 
         /* Column j below the diagonal. */
-        #pragma omp parallel for if (n - j > 256)
         for (int64_t i = j + 1; i < n; i++) {
             double *ri = a + i * n, s = ri[j];
             for (int64_t p = 0; p < j; p++)

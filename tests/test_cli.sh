@@ -3,7 +3,7 @@
 # names the culprit, and leave no file under a final name in the run folder.
 set -u
 cd "$(dirname "$0")/.."
-bin=build/ecl-train
+bin=${BUILD:-build}/ecl-train
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 fails=0 checks=0
