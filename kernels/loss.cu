@@ -167,8 +167,8 @@ __global__ void loss_ecl_rows_kernel(const float *logits, const float *y, int64_
 /* One block: out[0..2] = sums over images of row_terms' columns, out[3] =
  * KL(u || ybar) with ybar the column means of y [B, K] (u NULL = uniform). */
 __global__ void __launch_bounds__(LOSS_REDUCE_THREADS)
-loss_ecl_reduce_kernel(const double *row_terms, const float *y, int64_t b, int k, const float *u,
-                       double *out)
+loss_ecl_reduce_kernel(const double *row_terms, const float *y, int64_t b, int k,
+                       const float *u, double *out)
 {
     __shared__ double part[LOSS_REDUCE_THREADS], colsum[LOSS_REDUCE_THREADS], red[33];
     int t = threadIdx.x;
@@ -285,7 +285,8 @@ void loss_head_norm_cuda(const float *w, int64_t n, const loss_weights *lw, floa
     double *part = (double *)ecl_cuda_scratch(ECL_SCRATCH_HEAD_NORM,
                                               (size_t)(blocks + 1) * sizeof(double));
     float two_gamma = 2.0f * lw->gamma;
-    loss_head_norm_kernel<<<(unsigned)blocks, HEAD_NORM_THREADS>>>(w, n, two_gamma, grad, part);
+    loss_head_norm_kernel<<<(unsigned)blocks, HEAD_NORM_THREADS>>>(w, n, two_gamma, grad,
+                                                                    part);
     CUDA_CHECK_LAUNCH(loss_head_norm_kernel);
     loss_sum_kernel<<<1, HEAD_NORM_THREADS>>>(part, (int)blocks, part + blocks);
     CUDA_CHECK_LAUNCH(loss_sum_kernel);

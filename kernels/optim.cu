@@ -25,7 +25,8 @@
 static unsigned optim_blocks(int64_t n)
 {
     int64_t blocks = (n + OPTIM_THREADS - 1) / OPTIM_THREADS;
-    return (unsigned)(blocks < 1 ? 1 : (blocks > OPTIM_MAX_BLOCKS ? OPTIM_MAX_BLOCKS : blocks));
+    blocks = blocks > OPTIM_MAX_BLOCKS ? OPTIM_MAX_BLOCKS : blocks;
+    return (unsigned)(blocks < 1 ? 1 : blocks);
 }
 
 /* m1 = b1 m1 + (1 - b1) g; m2 = b2 m2 + (1 - b2) g g;
@@ -42,7 +43,8 @@ __global__ void adam_update_kernel(float *value, const float *grad, float *m1, f
         float denom = __fadd_rn(__fmul_rn(sqrtf(v), rbc2), eps);
         m1[i] = a;
         m2[i] = v;
-        value[i] = __fsub_rn(__fmul_rn(value[i], shrink), __fdiv_rn(__fmul_rn(step, a), denom));
+        float delta = __fdiv_rn(__fmul_rn(step, a), denom);
+        value[i] = __fsub_rn(__fmul_rn(value[i], shrink), delta);
     }
 }
 

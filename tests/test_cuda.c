@@ -11,11 +11,14 @@
  * order of the sums over a row (clusters permuted), the kind of difference
  * the device brings. Not here: speed (scripts/gpu-check.sh, bench/).
  */
+#define _POSIX_C_SOURCE 200809L   /* popen, for the child runs */
+
 #include <float.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 
 #include "check.h"
 #include "ecl/core.h"
@@ -520,7 +523,8 @@ static void test_loss_device_one(const loss_case *c, int aug, float fce, int wit
 static void test_head_norm_device(int64_t n)
 {
     rng_state r = rng_seeded(61);
-    float *w = ecl_malloc((size_t)n * sizeof(float)), *g = ecl_malloc((size_t)n * sizeof(float));
+    float *w = ecl_malloc((size_t)n * sizeof(float));
+    float *g = ecl_malloc((size_t)n * sizeof(float));
     fill_normal(&r, w, n, 0.5f);
     fill_normal(&r, g, n, 0.1f);
     float *dw = dev_copy(w, n), *dg = dev_copy(g, n);
@@ -629,7 +633,48 @@ static void test_optim_device(int adam, int decay)
     free(value), free(grad), free(got), free(gm1), free(o.m1[0]), free(o.m2[0]);
 }
 
-static void run_device_tests(void)
+/* Child mode (--bad=nan|sum|warm): em_solve_cuda on one planted input
+ * fault, which must stop the process; returning is the failure. */
+static int run_bad_input_child(const char *mode)
+{
+    enum { N = 16, K = 5 };
+    static float sigma[N * K], y[N * K];
+    rng_state r = rng_seeded(91);
+    fill_rows(&r, sigma, N, K, ROWS_RANDOM);
+    fill_rows(&r, y, N, K, ROWS_RANDOM);
+    if (strcmp(mode, "nan") == 0) {
+        sigma[7 * K + 2] = NAN;          /* reported before the later bad sum */
+        sigma[9 * K + 0] += 1.0f;
+    } else if (strcmp(mode, "sum") == 0) {
+        sigma[3 * K + 4] += 1.0f;
+    } else {
+        y[4 * K + 1] = -1.0f;
+    }
+    float *ds = dev_copy(sigma, N * K), *dy = dev_copy(y, N * K);
+    em_solve_cuda(ds, dy, N, K, NULL, 1.0, 10, 1e-6, strcmp(mode, "warm") != 0);
+    printf("em_solve_cuda returned on a bad input (%s)\n", mode);
+    return 0;
+}
+
+/* Runs this binary as a child with --bad=mode: it must exit 1 with the
+ * CPU's message, which must contain want. */
+static void test_em_input_error(const char *self, const char *mode, const char *want)
+{
+    char cmd[1024], text[4096] = "";
+    snprintf(cmd, sizeof cmd, "'%s' --bad=%s 2>&1", self, mode);
+    FILE *p = popen(cmd, "r");
+    CHECK(p != NULL, "cannot run %s", cmd);
+    if (!p)
+        return;
+    size_t n = fread(text, 1, sizeof text - 1, p);
+    text[n] = '\0';
+    int st = pclose(p);
+    CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 1, "--bad=%s: status %d, expected exit 1; "
+          "output: %s", mode, st, text);
+    CHECK(strstr(text, want) != NULL, "--bad=%s: expected '%s' in: %s", mode, want, text);
+}
+
+static void run_device_tests(const char *self)
 {
     size_t n_loss = sizeof loss_cases / sizeof loss_cases[0];
     for (size_t i = 0; i < n_loss; i++) {
@@ -644,13 +689,20 @@ static void run_device_tests(void)
     for (int adam = 0; adam <= 1; adam++)
         for (int decay = 0; decay <= 1; decay++)
             test_optim_device(adam, decay);
+    test_em_input_error(self, "nan", "em_solve_cuda: sigma[7, 2] = nan");
+    test_em_input_error(self, "sum", "em_solve_cuda: row 3 of sigma sums to ");
+    test_em_input_error(self, "warm", "em_solve_cuda: warm-start y[4, 1] = -1");
     ecl_cuda_release_scratch();
 }
 #endif
 
-int main(void)
+int main(int argc, char **argv)
 {
     ecl_log_set_level(0);
+#if defined(ECL_HAVE_CUDA) && ECL_HAVE_CUDA
+    if (argc == 2 && strncmp(argv[1], "--bad=", 6) == 0)
+        return run_bad_input_child(argv[1] + 6);
+#endif
     run_host_tests();
 
     /* The host checks decide alone when there is nothing to run on. */
@@ -662,9 +714,10 @@ int main(void)
         printf("skipped: %s\n", why);
         return 77;
     }
-    run_device_tests();
+    run_device_tests(argv[0]);
     return check_summary("test_cuda");
 #else
+    (void)argc, (void)argv;
     if (check_summary("test_cuda (host checks)") != 0)
         return 1;
     printf("skipped: built without CUDA (nvcc was not found by make; put CUDA's bin/ on "
