@@ -547,6 +547,11 @@ static int run_setup(run_state *st, const config *cfg, const char *resume, int a
     ecl_log_info("data: %lld images of %d x %d x %d from %s%s", (long long)st->ds.n,
                  st->ds.c, st->ds.h, st->ds.w, cfg->data.path,
                  st->ds.n_classes ? "" : " (unlabelled: no scores, assignments only)");
+    if (st->ds.n_classes > 0 && st->ds.n_classes != st->k)
+        ecl_log_warn("the labels have %d classes but model.clusters = %lld: Hungarian ACC "
+                     "matches only min(%d, %lld) pairs (unmatched ones count as wrong); "
+                     "acc_majority in metrics.json maps each cluster to its majority class",
+                     st->ds.n_classes, (long long)st->k, st->ds.n_classes, (long long)st->k);
 
     /* Normalisation from the data, then the loader and the model. */
     dataset_channel_stats(&st->ds, st->mean, st->std);
