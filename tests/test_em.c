@@ -5,7 +5,9 @@
  * perturbations that must not lower F. Also the dual KKT condition that the
  * y-weighted residual misses, balance, warm starts, edge cases, monotone
  * descent, input validation (in a forked child), determinism across thread
- * counts, and an informational timing.
+ * counts, the panel layout against a plain row-major loop on awkward shapes,
+ * the KKT bound of em_state_iterate_kkt (below the measure, and close to
+ * it), and an informational timing.
  *
  * Not here: Newton solvers and the benchmark (bench_em), the CUDA twin.
  */
@@ -24,6 +26,7 @@
 #include "check.h"
 #include "ecl/core.h"
 #include "ecl/rng.h"
+#include "ecl/solvers.h"
 
 /* ---- problem generators ------------------------------------------------ */
 
@@ -665,6 +668,136 @@ static void test_determinism(void)
     free(ya);
 }
 
+/* ---- the panel layout and the KKT bound --------------------------------- */
+
+/* n_iter EM steps written the plain way, row-major, float y: the update em.c
+ * documents, with the row total summed in column order and the floor after
+ * the rounding to float. */
+static void plain_em(const float *sigma, float *y, int64_t n, int k, double lambda,
+                     int n_iter)
+{
+    double *w = ecl_malloc((size_t)k * sizeof *w);
+    for (int it = 0; it < n_iter; it++) {
+        for (int c = 0; c < k; c++)
+            w[c] = 0.0;
+        for (int64_t i = 0; i < n * k; i++)
+            w[i % k] += y[i];
+        for (int c = 0; c < k; c++)
+            w[c] = lambda / k / fmax(w[c] / (double)n, 1e-30);
+        for (int64_t i = 0; i < n; i++) {
+            float *row = y + i * k;
+            const float *sig = sigma + i * k;
+            double total = 0.0;
+            for (int c = 0; c < k; c++)
+                total += sig[c] + w[c] * row[c];
+            for (int c = 0; c < k; c++)
+                row[c] = fmaxf((float)((sig[c] + w[c] * row[c]) / total), 1e-30f);
+        }
+    }
+    free(w);
+}
+
+/* Shapes around the vector width (16 rows) and the block (256 rows), K
+ * from 2 to 100: em_solve_cpu (panels, padding, copies in and out) follows
+ * the plain loop to float rounding, and 20 one-step calls on one state give
+ * the bits of one 20-step call. */
+static void test_layout(void)
+{
+    static const int shapes[][2] = {{1, 2}, {5, 3}, {15, 10}, {16, 10}, {17, 10},
+                                    {255, 7}, {256, 10}, {257, 10}, {600, 17}, {300, 100}};
+    for (size_t j = 0; j < sizeof shapes / sizeof shapes[0]; j++) {
+        int64_t n = shapes[j][0];
+        int k = shapes[j][1];
+        rng_state r = rng_seeded(60 + j);
+        float *sigma = make_sigma_softmax(&r, n, k, 3.0);
+        float *plain = copy_floats(sigma, n * k);
+        em_result res;
+        float *y = solve(sigma, n, k, NULL, 100.0, 20, 0.0, &res);
+        plain_em(sigma, plain, n, k, 100.0, 20);
+        double d = 0.0;
+        for (int64_t i = 0; i < n * k; i++)
+            d = fmax(d, fabs((double)y[i] - plain[i]));
+        CHECK(res.iters == 20 && d <= 1e-6, "N %lld K %d: %d iters, %.3g from the plain loop",
+              (long long)n, k, res.iters, d);
+
+        /* One state, twenty calls. */
+        float *y1 = ecl_malloc((size_t)(n * k) * sizeof *y1);
+        em_state *st = em_state_create(sigma, y1, n, k, NULL, 100.0, 1);
+        em_result steps = {0, 0.0};
+        for (int t = 0; t < 20; t++)
+            em_state_iterate(st, 1, 0.0, &steps);
+        em_state_free(st);
+        CHECK(steps.iters == 20 && memcmp(y1, y, (size_t)(n * k) * sizeof *y) == 0 &&
+              steps.max_change == res.max_change,
+              "N %lld K %d: twenty one-step calls differ from one call", (long long)n, k);
+        free(sigma), free(plain), free(y), free(y1);
+    }
+}
+
+/* Walks em_state_iterate_kkt along an EM path with check_every = 1, at
+ * each iterate alternately: with kkt_tol = the measure itself it must stop
+ * there (the bound is not above the measure), and the next call must move
+ * on; with kkt_tol = half the measure, where the measure is well above float
+ * rounding, it must not stop (the bound is close). Returns the stops. */
+static int walk_kkt_bound(const char *name, const float *sigma, float *y, int64_t n, int k,
+                          const float *u, double lambda, int from_sigma, int steps)
+{
+    em_state *st = em_state_create(sigma, y, n, k, u, lambda, from_sigma);
+    em_result res = {0, 0.0};
+    int loose = 0;
+    for (int t = 0; t < steps; t++) {
+        double e = solver_kkt_full(sigma, y, n, k, u, lambda);
+        if (t % 2 == 0) {
+            int at = res.iters;
+            CHECK(em_state_iterate_kkt(st, 1, 1, e, &res) == 1 && res.iters == at,
+                  "%s step %d: measure %.3g met, but the iterate was passed", name, t, e);
+            CHECK(em_state_iterate_kkt(st, 1, 1, e, &res) == 0 && res.iters == at + 1,
+                  "%s step %d: stopped twice at one iterate", name, t);
+        } else if (e > 1e-5) {
+            loose += em_state_iterate_kkt(st, 1, 1, 0.5 * e, &res);
+        } else {
+            em_state_iterate(st, 1, 0.0, &res);
+        }
+    }
+    em_state_free(st);
+    return loose;
+}
+
+static void test_kkt_bound(void)
+{
+    rng_state r = rng_seeded(70);
+    float *ramp = make_u_ramp(6);
+    struct {
+        const char *name;
+        float *sigma;
+        int64_t n;
+        int k;
+        const float *u;
+        double lambda;
+    } cases[] = {
+        {"softmax", make_sigma_softmax(&r, 250, 10, 3.0), 250, 10, NULL, 100.0},
+        {"ramp u", make_sigma_dirichlet(&r, 40, 6), 40, 6, ramp, 10.0},
+        {"zeros", make_sigma_with_zeros(&r, 300, 6), 300, 6, NULL, 100.0},
+        {"one-hot", make_sigma_one_hot(&r, 33, 4), 33, 4, NULL, 1.0},
+        {"K > N", make_sigma_softmax(&r, 3, 20, 3.0), 3, 20, NULL, 1000.0},
+    };
+    for (size_t j = 0; j < sizeof cases / sizeof cases[0]; j++) {
+        int64_t nk = cases[j].n * cases[j].k;
+        float *y = ecl_malloc((size_t)nk * sizeof *y);
+        int loose = walk_kkt_bound(cases[j].name, cases[j].sigma, y, cases[j].n, cases[j].k,
+                                   cases[j].u, cases[j].lambda, 1, 300);
+        CHECK(loose == 0, "%s: the bound fell below half the measure %d times",
+              cases[j].name, loose);
+
+        /* Warm-started from where the walk ended: the copy in, the same. */
+        walk_kkt_bound(cases[j].name, cases[j].sigma, y, cases[j].n, cases[j].k,
+                       cases[j].u, cases[j].lambda, 0, 4);
+        free(y);
+        free(cases[j].sigma);
+    }
+    free(ramp);
+}
+
 /* Informational: iterations and time per solve at the paper's settings, on
  * peaked predictions (softmax of 3 z): flat ones converge much faster. */
 static void report_speed(int64_t n, int k)
@@ -699,6 +832,8 @@ int main(void)
     test_monotone(100.0);
     test_monotone(1.0);
     test_determinism();
+    test_layout();
+    test_kkt_bound();
     report_speed(250, 10);
     report_speed(200, 100);
     free(ramp);

@@ -5,8 +5,10 @@
  * softmax predictions, sigma with exact zeros, one-hot rows with an empty
  * cluster, non-uniform u, lambda from 0 to 1000 and K > N. Also: the full
  * measure catches what the y-weighted residual misses, plain EM under the
- * common loop gives em_solve_cpu's bits, names parse, bad inputs stop the
- * process with a message (in a forked child), and K = 1 is trivial.
+ * common loop gives em_solve_cpu's bits, plain EM stops at the iterate (same
+ * bits, same count) where evaluating the measure at every check would, on
+ * one thread or two, names parse, bad inputs stop the process with a
+ * message (in a forked child), and K = 1 is trivial.
  *
  * Not here: timings (ecl-bench-em), EM's own tests (test_em.c).
  */
@@ -15,6 +17,9 @@
 
 #include <float.h>
 #include <stdlib.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 #include <string.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -222,6 +227,112 @@ static void test_em_cap_same_bits(void)
     free(b);
 }
 
+/* The rule of solvers.h applied the slow way: one EM step per call and the
+ * full measure evaluated at every check_every-th iterate and at the cap. */
+static solver_result em_rule_reference(const float *sigma, float *y, int64_t n, int k,
+                                       const float *u, double lambda,
+                                       const solver_options *opt)
+{
+    solver_result res = {0};
+    em_state *st = em_state_create(sigma, y, n, k, u, lambda, opt->init_from_sigma);
+    em_result er = {0, 0.0};
+    for (;;) {
+        if (er.iters % opt->check_every == 0 &&
+            solver_kkt_full(sigma, y, n, k, u, lambda) < opt->tol) {
+            res.converged = 1;
+            break;
+        }
+        if (er.iters >= opt->max_iter)
+            break;
+        em_state_iterate(st, 1, -1.0, &er);
+    }
+    em_state_free(st);
+    res.iters = er.iters;
+    return res;
+}
+
+/* solver_solve's plain EM evaluates the measure only where em.c's bound
+ * says the rule may hold; it must stop where the reference does, with the
+ * same bits, converged or at the cap (on a check or between two). */
+static void test_em_stop_rule(void)
+{
+    typedef struct {
+        const char *name;
+        int64_t n;
+        int k;
+        gen_kind gen;
+        int ramp_u;
+        double lambda, tol;
+        int check_every, max_iter, warm;
+    } stop_case;
+    static const stop_case cases[] = {
+        {"batch", 250, 10, GEN_SOFTMAX, 0, 100.0, 1e-6, 8, 100000, 0},
+        {"every 1", 100, 7, GEN_SOFTMAX, 1, 10.0, 1e-6, 1, 100000, 0},
+        {"every 3", 37, 5, GEN_ZEROS, 0, 10.0, 3e-5, 3, 100000, 0},
+        {"cap on check", 24, 4, GEN_ONE_HOT, 0, 100.0, 1e-7, 5, 100, 0},
+        {"cap off check", 24, 4, GEN_ONE_HOT, 0, 100.0, 1e-7, 7, 50, 0},
+        {"warm", 60, 12, GEN_SOFTMAX, 0, 1000.0, 1e-6, 4, 100000, 1},
+    };
+    for (size_t j = 0; j < sizeof cases / sizeof cases[0]; j++) {
+        const stop_case *c = &cases[j];
+        int64_t nk = c->n * c->k;
+        rng_state r = rng_seeded(200 + j);
+        float *sigma = make_sigma(&r, c->n, c->k, c->gen);
+        float *u = c->ramp_u ? make_u_ramp(c->k) : NULL;
+        float *want = ecl_malloc((size_t)nk * sizeof *want);
+        float *got = ecl_malloc((size_t)nk * sizeof *got);
+        solver_options opt = solver_default_options(SOLVER_EM);
+        opt.tol = c->tol;
+        opt.check_every = c->check_every;
+        opt.max_iter = c->max_iter;
+        if (c->warm) {
+            solver_solve(sigma, want, c->n, c->k, u, c->lambda / 10, &opt);
+            memcpy(got, want, (size_t)nk * sizeof *got);
+            opt.init_from_sigma = 0;
+        }
+
+        solver_result ref = em_rule_reference(sigma, want, c->n, c->k, u, c->lambda, &opt);
+        solver_result res = solver_solve(sigma, got, c->n, c->k, u, c->lambda, &opt);
+        CHECK(res.iters == ref.iters && res.converged == ref.converged,
+              "%s: stopped after %d iters (converged %d), the reference after %d (%d)",
+              c->name, res.iters, res.converged, ref.iters, ref.converged);
+        CHECK(memcmp(got, want, (size_t)nk * sizeof *got) == 0, "%s: y differs by %.3g",
+              c->name, max_abs_diff(got, want, nk));
+        if (res.converged)
+            CHECK(solver_kkt_full(sigma, got, c->n, c->k, u, c->lambda) < c->tol,
+                  "%s: converged, but the measure is above tol", c->name);
+        printf("  stop rule %-14s %6d iters %s\n", c->name, res.iters,
+               res.converged ? "conv" : "cap");
+        free(sigma), free(u), free(want), free(got);
+    }
+}
+
+/* A problem big enough for a thread team: one thread and two give the same
+ * bits and the same count. */
+static void test_em_threads(void)
+{
+#ifdef _OPENMP
+    int64_t n = 9000, nk = n * 10;
+    rng_state r = rng_seeded(300);
+    float *sigma = make_sigma(&r, n, 10, GEN_SOFTMAX);
+    float *a = ecl_malloc((size_t)nk * sizeof *a), *b = ecl_malloc((size_t)nk * sizeof *b);
+    solver_options opt = solver_default_options(SOLVER_EM);
+    opt.tol = 1e-5;
+    int saved = omp_get_max_threads();
+    omp_set_num_threads(1);
+    solver_result ra = solver_solve(sigma, a, n, 10, NULL, 10.0, &opt);
+    omp_set_num_threads(2);
+    solver_result rb = solver_solve(sigma, b, n, 10, NULL, 10.0, &opt);
+    omp_set_num_threads(saved);
+    CHECK(ra.converged && ra.iters == rb.iters && memcmp(a, b, (size_t)nk * sizeof *a) == 0,
+          "em: 1 and 2 threads differ (%d vs %d iters, converged %d)", ra.iters, rb.iters,
+          ra.converged);
+    free(sigma), free(a), free(b);
+#else
+    printf("  em across threads skipped: built without OpenMP\n");
+#endif
+}
+
 static void test_names(void)
 {
     for (int kind = 0; kind < SOLVER_COUNT; kind++) {
@@ -306,6 +417,8 @@ int main(void)
     test_k1();
     test_kkt_sign();
     test_em_cap_same_bits();
+    test_em_stop_rule();
+    test_em_threads();
 
     static const problem_case cases[] = {
         {"softmax", 40, 5, GEN_SOFTMAX, 0},

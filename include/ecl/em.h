@@ -40,6 +40,15 @@ em_state *em_state_create(const float *sigma, float *y, int64_t n, int k, const 
  * adds them to res->iters and sets res->max_change. Returns the count done
  * (0 when K = 1). */
 int em_state_iterate(em_state *s, int n_iter, double tol, em_result *res);
+/* For solvers.c's stopping rule (the full KKT measure of solvers.h): up to
+ * n_iter more iterations with no |dy| stop. The update from an iterate whose
+ * number is a multiple of check_every also bounds that iterate's measure
+ * from below; where the bound is under kkt_tol (the rule may hold) the call
+ * stops before that update, y holding the iterate, and returns 1 for the
+ * caller to evaluate the measure. The next call does not stop at the same
+ * iterate again. Returns 0 when n_iter were done (kkt_tol 0: no checks). */
+int em_state_iterate_kkt(em_state *s, int n_iter, int check_every, double kkt_tol,
+                         em_result *res);
 void em_state_free(em_state *s);
 
 /* F(y) above, in double. u NULL = uniform. */
