@@ -324,21 +324,6 @@ int eval_write_assignments(const char *path, const eval_result *r, const dataset
 
 /* ---- eval.json ---------------------------------------------------------- */
 
-/* A JSON string literal with the escapes JSON requires. */
-static void json_string(FILE *f, const char *s)
-{
-    fputc('"', f);
-    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-        if (*p == '"' || *p == '\\')
-            fprintf(f, "\\%c", *p);
-        else if (*p < 0x20)
-            fprintf(f, "\\u%04x", *p);
-        else
-            fputc(*p, f);
-    }
-    fputc('"', f);
-}
-
 static void json_floats(FILE *f, const float *v, int n)
 {
     fputc('[', f);
@@ -351,13 +336,13 @@ static void json_floats(FILE *f, const float *v, int n)
 static void json_source(FILE *f, const eval_source *src)
 {
     fprintf(f, "  \"checkpoint\": ");
-    json_string(f, src->checkpoint);
+    json_write_string(f, src->checkpoint);
     fprintf(f, ",\n  \"global_step\": %lld,\n  \"head\": %d,\n  \"heads\": %d,\n",
             (long long)src->global_step, src->head, src->n_heads);
     fprintf(f, "  \"data\": ");
-    json_string(f, src->data_path);
+    json_write_string(f, src->data_path);
     fprintf(f, ",\n  \"labels\": ");
-    json_string(f, src->labels_path);
+    json_write_string(f, src->labels_path);
     fprintf(f, ",\n  \"norm_mean\": ");
     json_floats(f, src->mean, src->channels);
     fprintf(f, ",\n  \"norm_std\": ");

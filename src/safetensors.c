@@ -165,21 +165,6 @@ int st_writer_meta(st_writer *w, const char *key, const char *value)
     return 0;
 }
 
-/* A JSON string literal: quotes, backslashes and control bytes escaped. */
-static void st_put_json_string(FILE *f, const char *s)
-{
-    fputc('"', f);
-    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-        if (*p == '"' || *p == '\\')
-            fprintf(f, "\\%c", *p);
-        else if (*p < 0x20)
-            fprintf(f, "\\u%04x", *p);
-        else
-            fputc(*p, f);
-    }
-    fputc('"', f);
-}
-
 /* The header text, space-padded so that 8 + length is a multiple of 8.
  * Returns a malloc'd buffer and its length in *n. */
 static char *st_header_text(const st_writer *w, size_t *n)
@@ -194,16 +179,16 @@ static char *st_header_text(const st_writer *w, size_t *n)
         fputs("\"__metadata__\":{", mem);
         for (int i = 0; i < w->n_meta; i++) {
             fputs(i ? "," : "", mem);
-            st_put_json_string(mem, w->meta[i].key);
+            json_write_string(mem, w->meta[i].key);
             fputc(':', mem);
-            st_put_json_string(mem, w->meta[i].value);
+            json_write_string(mem, w->meta[i].value);
         }
         fputc('}', mem);
     }
     for (int i = 0; i < w->n_tensors; i++) {
         const st_tensor *t = &w->tensors[i];
         fputs(i || w->n_meta ? "," : "", mem);
-        st_put_json_string(mem, t->name);
+        json_write_string(mem, t->name);
         fprintf(mem, ":{\"dtype\":\"%s\",\"shape\":[", st_dtype_name(t->dtype));
         for (int d = 0; d < t->ndim; d++)
             fprintf(mem, "%s%lld", d ? "," : "", (long long)t->shape[d]);

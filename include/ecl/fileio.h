@@ -21,6 +21,10 @@ int atomic_commit(atomic_file *a);
 /* Gives up: closes and removes the temporary file. */
 void atomic_abort(atomic_file *a);
 
+/* Writes s as a JSON string literal: quotes, backslashes and control
+ * bytes escaped. */
+void json_write_string(FILE *f, const char *s);
+
 /* mkdir -p. 0, or -1 with ecl_last_error() naming the part that failed. */
 int make_dirs(const char *path);
 
