@@ -561,6 +561,7 @@ static void ckpt_copy_in(const st_file *f, const ckpt_slot *s, int n,
         st->seed = c->seed;
         st->best_head = c->best_head;
         const char *stats = st_meta(f, "train_stats");
+        free(st->train_stats);
         st->train_stats = stats ? ecl_strdup(stats) : NULL;
     }
 }

@@ -7,6 +7,11 @@
  * error naming it, since a stray file in a data folder is usually a mistake.
  * Files are sorted by name, so the order, and with it every seed-driven
  * result, does not depend on the file system.
+ * Each file is read whole and checked before stb_image decodes it from
+ * memory: size limits (file, sides, pixels, pixels per file byte) and the
+ * faults of stb_image 2.27 (Debian's libstb) that fuzzing found (fuzz/):
+ * JPEG Huffman tables of over 256 codes (a write past its tables) and
+ * 16-bit netpbm files (a read past its buffer) are refused.
  * Not here: resizing (all images must already share one size), nested
  * class trees, 16-bit output (stb reduces 16-bit PNGs to 8 bits).
  */
@@ -29,6 +34,12 @@
 #define FOLDER_MAX_SIDE 32768           /* pixels per side of one image */
 #define FOLDER_MAX_PIXELS (1ll << 26)   /* per image (8192 x 8192): larger is a
                                            damaged header or needs resizing first */
+#define FOLDER_MAX_FILE_BYTES (1ll << 28) /* 256 MiB per image file (stb takes int) */
+/* Densest real files: a flat 1-bit PNG, deflate at its ~1032:1 ceiling, packs
+ * about 8300 pixels per byte (GIF, JPEG and the RLE formats far fewer), so a
+ * header claiming more than twice that is a damaged file, not an image
+ * (stb would decode it from zeros past the end: seconds and 100s of MB). */
+#define FOLDER_MAX_PIXELS_PER_BYTE 16384
 
 /* One directory entry that is not hidden. */
 typedef struct {
@@ -197,8 +208,9 @@ static int folder_scan(dataset *ds, folder_files *f, const char *dir)
     return rc;
 }
 
-/* Refuses an image size no data set can mean: empty, or past the limits. */
-static int folder_check_dims(const char *full, int ih, int iw)
+/* Refuses an image size no data set can mean: empty, past the limits, or
+ * (file_bytes > 0) more pixels than any real encoder packs into the file. */
+static int folder_check_dims(const char *full, int ih, int iw, int64_t file_bytes)
 {
     if (ih <= 0 || iw <= 0)
         return ecl_set_error("image '%s' has size %d x %d (h x w): no pixels (a damaged "
@@ -208,28 +220,149 @@ static int folder_check_dims(const char *full, int ih, int iw)
         return ecl_set_error("image '%s' claims %d x %d (h x w) pixels, over the limit of %d "
                              "per side and %lld in all: a damaged header, or resize it first",
                              full, ih, iw, FOLDER_MAX_SIDE, (long long)FOLDER_MAX_PIXELS);
+    if (file_bytes > 0 && (int64_t)ih * iw > file_bytes * FOLDER_MAX_PIXELS_PER_BYTE)
+        return ecl_set_error("image '%s' claims %d x %d (h x w) pixels from a file of %lld "
+                             "bytes, more than any encoder packs in (%d pixels per byte): "
+                             "a damaged or truncated file", full, ih, iw,
+                             (long long)file_bytes, FOLDER_MAX_PIXELS_PER_BYTE);
+    return 0;
+}
+
+/* The whole file into a new *bytes; refuses files past FOLDER_MAX_FILE_BYTES. */
+static int folder_read_file(const char *full, uint8_t **bytes, int64_t *n)
+{
+    FILE *f = fopen(full, "rb");
+    struct stat st;
+    if (!f)
+        return ecl_set_error("cannot open image '%s': %s", full, strerror(errno));
+    if (fstat(fileno(f), &st) != 0) {
+        fclose(f);
+        return ecl_set_error("cannot stat image '%s': %s", full, strerror(errno));
+    }
+    if (st.st_size > FOLDER_MAX_FILE_BYTES) {
+        fclose(f);
+        return ecl_set_error("image '%s' is %lld bytes, over the %lld-byte limit per image "
+                             "file (not an image, or resize it first)", full,
+                             (long long)st.st_size, (long long)FOLDER_MAX_FILE_BYTES);
+    }
+
+    /* Read what is there: a file that shrinks is simply shorter. */
+    *n = (int64_t)st.st_size;
+    *bytes = ecl_malloc((size_t)(*n ? *n : 1));
+    *n = (int64_t)fread(*bytes, 1, (size_t)*n, f);
+    int bad = ferror(f);
+    fclose(f);
+    if (bad) {
+        free(*bytes);
+        return ecl_set_error("reading image '%s' failed: %s", full, strerror(errno));
+    }
+    return 0;
+}
+
+/* Offset of the next marker byte at or after i (after an 0xff and its fill
+ * bytes), skipping other bytes as stb_image does when it resyncs; n if none. */
+static int64_t folder_jpeg_next_marker(const uint8_t *b, int64_t n, int64_t i, int in_scan)
+{
+    for (; i + 1 < n; i++) {
+        if (b[i] != 0xff)
+            continue;
+        while (i + 1 < n && b[i + 1] == 0xff)
+            i++;
+        /* In entropy-coded data ff 00 is a data byte and RSTn goes on the scan. */
+        uint8_t m = i + 1 < n ? b[i + 1] : 0;
+        if (!in_scan || (m != 0x00 && (m < 0xd0 || m > 0xd7)))
+            return i + 1;
+    }
+    return n;
+}
+
+/* The Huffman tables of the DHT segment whose length field says len and
+ * whose payload starts at b[body]: stb_image 2.27 writes past its tables
+ * when a table's 16 code counts sum above 256. Like stb, this reads tables
+ * while the declared length lasts, the last one even past the segment's end
+ * (bytes past the file read as 0, as stb reads them). */
+static int folder_jpeg_check_dht(const char *full, const uint8_t *b, int64_t n, int64_t body,
+                                 int64_t len)
+{
+    for (int64_t p = body, left = len - 2; left > 0; ) {
+        int64_t n_codes = 0;
+        for (int k = 1; k <= 16; k++)
+            n_codes += p + k < n ? b[p + k] : 0;
+        if (n_codes > 256)
+            return ecl_set_error("JPEG image '%s': Huffman table at byte %lld declares %lld "
+                                 "codes (at most 256): the file is damaged", full,
+                                 (long long)p, (long long)n_codes);
+        p += 17 + n_codes;
+        left -= 17 + n_codes;
+    }
+    return 0;
+}
+
+/* Walks the markers of a JPEG (SOI first) as stb_image reads them and
+ * refuses what would corrupt its memory (see folder_jpeg_check_dht).
+ * Anything else malformed is left for stb to refuse. */
+static int folder_jpeg_check(const char *full, const uint8_t *b, int64_t n)
+{
+    int64_t i = folder_jpeg_next_marker(b, n, 2, 0);
+    while (i < n && b[i] != 0xd9) {
+        uint8_t m = b[i];
+
+        /* Markers without a length: RSTn, TEM. */
+        if ((m >= 0xd0 && m <= 0xd7) || m == 0x01) {
+            i = folder_jpeg_next_marker(b, n, i + 1, 0);
+            continue;
+        }
+        if (i + 2 >= n)
+            break;
+        int64_t len = (int64_t)b[i + 1] << 8 | b[i + 2], body = i + 3;
+        if (len < 2)
+            break;
+        int64_t end = body + len - 2 < n ? body + len - 2 : n;
+        if (m == 0xc4 && folder_jpeg_check_dht(full, b, n, body, len) != 0)
+            return -1;
+
+        /* After a scan header comes entropy-coded data up to the next marker. */
+        i = folder_jpeg_next_marker(b, n, end, m == 0xda);
+    }
     return 0;
 }
 
 /* Decodes one file to interleaved gray+alpha (C = 1) or RGBA (C = 3). */
 static int folder_decode(const char *full, int channels, int *ih, int *iw, uint8_t **out)
 {
-    /* The header first: a size claimed by a few damaged bytes is refused
-     * before stb allocates for it. If stb cannot even read the header, the
-     * decode below fails too and says why. */
-    int comp, want = channels == 3 ? 4 : 2;
-    if (stbi_info(full, iw, ih, &comp) && folder_check_dims(full, *ih, *iw) != 0)
+    uint8_t *bytes = NULL;
+    int64_t n = 0;
+    if (folder_read_file(full, &bytes, &n) != 0)
         return -1;
 
+    /* Checks before stb sees the bytes: known decoder faults, then the size
+     * a few damaged header bytes may claim (refused before stb allocates it).
+     * If stb cannot read the header, the decode fails too and says why. */
+    int comp, want = channels == 3 ? 4 : 2, rc = 0;
+    if (n >= 2 && bytes[0] == 0xff && bytes[1] == 0xd8)
+        rc = folder_jpeg_check(full, bytes, n);
+    if (rc == 0 && n >= 2 && bytes[0] == 'P' && stbi_is_16_bit_from_memory(bytes, (int)n))
+        rc = ecl_set_error("image '%s' is a 16-bit netpbm file (maxval above 255), which "
+                           "stb_image 2.27 converts past its buffer; convert it to 8 bits "
+                           "(e.g. pnmdepth 255)", full);
+    if (rc == 0 && stbi_info_from_memory(bytes, (int)n, iw, ih, &comp))
+        rc = folder_check_dims(full, *ih, *iw, n);
+
     /* Asking stb for gray+alpha or RGBA makes it do the channel conversion. */
-    uint8_t *px = stbi_load(full, iw, ih, &comp, want);
-    if (!px)
-        return ecl_set_error("cannot read image '%s': %s (not a valid image file?)", full,
-                             stbi_failure_reason());
+    uint8_t *px = NULL;
+    if (rc == 0) {
+        px = stbi_load_from_memory(bytes, (int)n, iw, ih, &comp, want);
+        if (!px)
+            rc = ecl_set_error("cannot read image '%s': %s (not a valid image file?)", full,
+                               stbi_failure_reason());
+    }
+    free(bytes);
 
     /* stb_image 2.27 returns a zero-height netpbm image; the header check
      * above may also have been skipped. */
-    if (folder_check_dims(full, *ih, *iw) != 0) {
+    if (rc == 0 && folder_check_dims(full, *ih, *iw, 0) != 0)
+        rc = -1;
+    if (rc != 0) {
         stbi_image_free(px);
         return -1;
     }

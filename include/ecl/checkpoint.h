@@ -56,7 +56,8 @@ typedef struct {
     int64_t n_samples;      /* N of y_store (0 when y_store is NULL) */
     int64_t best_head;      /* the head in use (model.heads > 1) */
     char *train_stats;      /* the trainer's running statistics as opaque text, or
-                               NULL; save stores it, load sets a copy the caller frees */
+                               NULL; save stores it; load frees the old value (NULL
+                               or malloc'd) and sets a copy the caller frees */
 } checkpoint_state;
 
 /* Writes everything above to `path` atomically (temp file + rename: a failed
