@@ -24,6 +24,7 @@
 #endif
 
 #include "check.h"
+#include "check_fork.h"
 #include "ecl/core.h"
 #include "ecl/rng.h"
 #include "ecl/solvers.h"
@@ -581,35 +582,27 @@ static void test_monotone(double lambda)
 /* Runs em_solve_cpu on bad input in a child (warm-started from y0 unless it
  * is NULL); it must stop with status 1 and a message containing want. Runs
  * before any OpenMP team exists, so fork is safe. */
+typedef struct {
+    const float *sigma, *u, *y0;
+    int64_t n;
+    int k;
+    double lambda;
+} fatal_case;
+
+static void fatal_child(void *p)
+{
+    const fatal_case *c = p;
+    float y[64] = {0};
+    if (c->y0)
+        memcpy(y, c->y0, (size_t)(c->n * c->k) * sizeof *y);
+    em_solve_cpu(c->sigma, y, c->n, c->k, c->u, c->lambda, 10, 1e-6, c->y0 == NULL);
+}
+
 static void expect_fatal(const char *what, const float *sigma, int64_t n, int k,
                          const float *u, double lambda, const float *y0, const char *want)
 {
-    int fd[2];
-    CHECK(pipe(fd) == 0, "pipe failed");
-    fflush(stdout);
-    fflush(stderr);
-    pid_t pid = fork();
-    if (pid == 0) {
-        float y[64] = {0};
-        if (y0)
-            memcpy(y, y0, (size_t)(n * k) * sizeof *y);
-        dup2(fd[1], 2);
-        close(fd[0]);
-        em_solve_cpu(sigma, y, n, k, u, lambda, 10, 1e-6, y0 == NULL);
-        _exit(0);
-    }
-    close(fd[1]);
-    char msg[1024] = {0};
-    size_t got = 0;
-    ssize_t m;
-    while (got < sizeof msg - 1 && (m = read(fd[0], msg + got, sizeof msg - 1 - got)) > 0)
-        got += (size_t)m;
-    close(fd[0]);
-    int status = 0;
-    waitpid(pid, &status, 0);
-    CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 1, "%s: child status %d", what,
-          status);
-    CHECK(strstr(msg, want) != NULL, "%s: message '%s' lacks '%s'", what, msg, want);
+    fatal_case c = { sigma, u, y0, n, k, lambda };
+    check_child_fails(what, fatal_child, &c, want);
 }
 
 static void test_validation(void)

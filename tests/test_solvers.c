@@ -25,6 +25,7 @@
 #include <unistd.h>
 
 #include "check.h"
+#include "check_fork.h"
 #include "ecl/core.h"
 #include "ecl/em.h"
 #include "ecl/rng.h"
@@ -363,35 +364,28 @@ static void test_k1(void)
 
 /* Runs solver kind on bad input in a child; it must exit with status 1 and
  * a message containing want. Runs before any OpenMP team exists. */
+typedef struct {
+    solver_kind kind;
+    const float *sigma;
+    int64_t n;
+    int k;
+} fatal_case;
+
+static void fatal_child(void *p)
+{
+    const fatal_case *c = p;
+    float y[64] = {0};
+    solver_options opt = solver_default_options(c->kind);
+    solver_solve(c->sigma, y, c->n, c->k, NULL, 1.0, &opt);
+}
+
 static void expect_fatal(const char *what, solver_kind kind, const float *sigma, int64_t n,
                          int k, const char *want)
 {
-    int fd[2];
-    CHECK(pipe(fd) == 0, "pipe failed");
-    fflush(stdout);
-    fflush(stderr);
-    pid_t pid = fork();
-    if (pid == 0) {
-        float y[64] = {0};
-        dup2(fd[1], 2);
-        close(fd[0]);
-        solver_options opt = solver_default_options(kind);
-        solver_solve(sigma, y, n, k, NULL, 1.0, &opt);
-        _exit(0);
-    }
-    close(fd[1]);
-    char msg[1024] = {0};
-    size_t got = 0;
-    ssize_t m;
-    while (got < sizeof msg - 1 && (m = read(fd[0], msg + got, sizeof msg - 1 - got)) > 0)
-        got += (size_t)m;
-    close(fd[0]);
-    int status = 0;
-    waitpid(pid, &status, 0);
-    CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 1, "%s (%s): child status %d", what,
-          solver_name(kind), status);
-    CHECK(strstr(msg, want) != NULL, "%s (%s): message '%s' lacks '%s'", what,
-          solver_name(kind), msg, want);
+    char name[160];
+    fatal_case c = { kind, sigma, n, k };
+    snprintf(name, sizeof name, "%s (%s)", what, solver_name(kind));
+    check_child_fails(name, fatal_child, &c, want);
 }
 
 static void test_validation(void)
