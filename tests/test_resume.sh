@@ -56,6 +56,7 @@ if [ $rc -eq 130 ]; then
     check "resume after SIGINT exits 0" $?
 else
     check "SIGINT run ends 130 or finished first (rc $rc)" "$([ $rc -eq 0 ]; echo $?)"
+    [ $rc -eq 0 ] || tail -n 5 "$tmp/c.err"
 fi
 same_run "SIGINT" "$tmp/a" "$tmp/c"
 
