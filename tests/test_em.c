@@ -25,6 +25,7 @@
 
 #include "check.h"
 #include "check_fork.h"
+#include "check_problems.h"
 #include "ecl/core.h"
 #include "ecl/rng.h"
 #include "ecl/solvers.h"
@@ -92,15 +93,6 @@ static float *make_sigma_with_zeros(rng_state *r, int64_t n, int k)
             row[c] = (float)(row[c] / sum);
     }
     return s;
-}
-
-/* u_k proportional to k + 1. */
-static float *make_u_ramp(int k)
-{
-    float *u = ecl_malloc((size_t)k * sizeof *u);
-    for (int c = 0; c < k; c++)
-        u[c] = (float)(2.0 * (c + 1) / ((double)k * (k + 1)));
-    return u;
 }
 
 static float *copy_floats(const float *a, int64_t count)

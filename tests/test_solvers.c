@@ -26,6 +26,7 @@
 
 #include "check.h"
 #include "check_fork.h"
+#include "check_problems.h"
 #include "ecl/core.h"
 #include "ecl/em.h"
 #include "ecl/rng.h"
@@ -61,15 +62,6 @@ static float *make_sigma(rng_state *r, int64_t n, int k, gen_kind kind)
     }
     free(z);
     return s;
-}
-
-/* u_k proportional to k + 1. */
-static float *make_u_ramp(int k)
-{
-    float *u = ecl_malloc((size_t)k * sizeof *u);
-    for (int c = 0; c < k; c++)
-        u[c] = (float)(2.0 * (c + 1) / ((double)k * (k + 1)));
-    return u;
 }
 
 static double max_abs_diff(const float *a, const float *b, int64_t count)
