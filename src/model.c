@@ -137,7 +137,6 @@ static void free_activations(model *m)
 {
     for (int i = 0; i < VGG4_BLOCKS; i++) {
         vgg_block *b = &m->blocks[i];
-        free(b->col);
         free(b->xhat);
         free(b->act);
         if (b->pool)
@@ -153,7 +152,7 @@ static void free_activations(model *m)
     free(m->dfeat);
     free(m->scratch_a);
     free(m->scratch_b);
-    free(m->dcol);
+    free(m->col);
 }
 
 /* Sizes every activation buffer for n images; a no-op when they fit. */
@@ -166,7 +165,6 @@ static void ensure_capacity(model *m, int64_t n)
     for (int i = 0; i < VGG4_BLOCKS; i++) {
         vgg_block *b = &m->blocks[i];
         int64_t s = n * b->h * b->w, s_out = b->pool ? n * (b->h / 2) * (b->w / 2) : s;
-        b->col = ecl_malloc((size_t)(b->cin * 9 * s) * sizeof(float));
         b->xhat = ecl_malloc((size_t)(b->cout * s) * sizeof(float));
         b->act = ecl_malloc((size_t)(b->cout * s) * sizeof(float));
         b->out = b->pool ? ecl_malloc((size_t)(b->cout * s_out) * sizeof(float)) : b->act;
@@ -174,7 +172,8 @@ static void ensure_capacity(model *m, int64_t n)
         b->arg = ecl_malloc((size_t)(b->cout * s_out));
         largest = b->cout * s > largest ? b->cout * s : largest;
         largest = b->cin * s > largest ? b->cin * s : largest;
-        largest_col = b->cin * 9 * s > largest_col ? b->cin * 9 * s : largest_col;
+        int64_t cf = conv3x3_col_floats(n, b->cin, b->h, b->w);
+        largest_col = cf > largest_col ? cf : largest_col;
     }
     int64_t nm = n * m->m, nk = n * m->k * m->n_heads;
     largest = nk > largest ? nk : largest;
@@ -186,7 +185,7 @@ static void ensure_capacity(model *m, int64_t n)
     m->dfeat = ecl_malloc((size_t)nm * sizeof(float));
     m->scratch_a = ecl_malloc((size_t)largest * sizeof(float));
     m->scratch_b = ecl_malloc((size_t)largest * sizeof(float));
-    m->dcol = ecl_malloc((size_t)largest_col * sizeof(float));
+    m->col = ecl_malloc((size_t)largest_col * sizeof(float));
     m->capacity = n;
 }
 
@@ -211,11 +210,11 @@ int64_t model_n_values(const model *m)
 }
 
 /* conv -> BN -> ReLU -> pool for one block; x is CNHW. */
-static void block_forward(vgg_block *b, const float *x, int64_t n, int train)
+static void block_forward(model *m, vgg_block *b, const float *x, int64_t n, int train)
 {
     int64_t s = n * b->h * b->w;
     b->x = x;
-    conv3x3_forward_cpu(x, b->wt->value, b->act, b->col, n, b->cin, b->h, b->w, b->cout);
+    conv3x3_forward_cpu(x, b->wt->value, b->act, m->col, n, b->cin, b->h, b->w, b->cout);
     if (train)
         batchnorm_forward_train_cpu(b->act, b->act, b->xhat, b->invstd, b->gamma->value,
                                     b->beta->value, b->run_mean->value, b->run_var->value,
@@ -236,7 +235,7 @@ void model_forward(model *m, const float *x, int64_t n, int train, float *logits
     nchw_to_cnhw_cpu(x, m->x_cnhw, n, m->cin, m->h, m->w);
     const float *h = m->x_cnhw;
     for (int i = 0; i < VGG4_BLOCKS; i++) {
-        block_forward(&m->blocks[i], h, n, train);
+        block_forward(m, &m->blocks[i], h, n, train);
         h = m->blocks[i].out;
     }
 
@@ -276,7 +275,7 @@ static void block_backward(model *m, vgg_block *b, float *g, float *spare, float
     }
     batchnorm_backward_cpu(ga, b->xhat, b->invstd, b->gamma->value, b->act, ga,
                            b->gamma->grad, b->beta->grad, b->cout, s);
-    conv3x3_backward_cpu(ga, b->col, b->wt->value, b->wt->grad, dx, m->dcol, n, b->cin,
+    conv3x3_backward_cpu(ga, b->x, b->wt->value, b->wt->grad, dx, m->col, n, b->cin,
                          b->h, b->w, b->cout);
 }
 

@@ -21,86 +21,203 @@ void nchw_to_cnhw_cpu(const float *x, float *y, int64_t n, int c, int h, int w)
             memcpy(y + (ci * n + ni) * hw, x + (ni * c + ci) * hw, (size_t)hw * sizeof(float));
 }
 
+/* Shifting a plane by (ky-1, kx-1) is one contiguous copy per image:
+ * destination j reads source j + off over the rows that stay inside,
+ * and the one column that wraps to the neighbouring row is then zeroed
+ * (forward) or skipped (backward). conv_span gives that range. */
+typedef struct { int64_t off, j0, j1; int y0, y1, edge; } conv_span;
+
+static conv_span conv_span_of(int h, int w, int ky, int kx)
+{
+    int dy = ky - 1, dx = kx - 1;
+    conv_span sp;
+    sp.y0 = dy < 0 ? 1 : 0;
+    sp.y1 = dy > 0 ? h - 1 : h;
+    sp.off = (int64_t)dy * w + dx;
+    sp.j0 = (int64_t)sp.y0 * w + (dx < 0 ? 1 : 0);
+    sp.j1 = (int64_t)sp.y1 * w - (dx > 0 ? 1 : 0);
+    sp.edge = dx < 0 ? 0 : dx > 0 ? w - 1 : -1;   /* the wrapped column */
+    return sp;
+}
+
 /* One row of the column matrix: input channel ci shifted by (ky-1, kx-1),
  * zero where the shift leaves the image. */
 static void im2col_row(const float *x, float *row, int64_t n, int h, int w, int ky, int kx)
 {
-    /* Destination columns [x0, x1) read source column xx + kx - 1; the
-     * one column outside the image on the shifted side is zero. */
-    int x0 = kx == 0 ? 1 : 0, x1 = kx == 2 ? w - 1 : w;
+    int64_t hw = (int64_t)h * w;
+    conv_span sp = conv_span_of(h, w, ky, kx);
     for (int64_t ni = 0; ni < n; ni++) {
-        for (int yy = 0; yy < h; yy++) {
-            float *dst = row + (ni * h + yy) * w;
-            int sy = yy + ky - 1;
-            if (sy < 0 || sy >= h) {
-                memset(dst, 0, (size_t)w * sizeof(float));
-                continue;
-            }
-            const float *src = x + (ni * h + sy) * w;
-            memcpy(dst + x0, src + x0 + kx - 1, (size_t)(x1 - x0) * sizeof(float));
-            if (x0)
-                dst[0] = 0.0f;
-            if (x1 < w)
-                dst[w - 1] = 0.0f;
-        }
+        const float *src = x + ni * hw;
+        float *dst = row + ni * hw;
+        memset(dst, 0, (size_t)sp.j0 * sizeof(float));
+        memcpy(dst + sp.j0, src + sp.j0 + sp.off, (size_t)(sp.j1 - sp.j0) * sizeof(float));
+        memset(dst + sp.j1, 0, (size_t)(hw - sp.j1) * sizeof(float));
+        if (sp.edge >= 0)
+            for (int yy = sp.y0; yy < sp.y1; yy++)
+                dst[(int64_t)yy * w + sp.edge] = 0.0f;
     }
+}
+
+/* Images per im2col chunk: the column block of one chunk stays near
+ * conv_chunk_floats (16 MB by default), so it is still in cache when the GEMM reads
+ * it, and memory does not grow with the batch. A function of the shape
+ * only, so the order of the weight-gradient sums (and the bits) do not
+ * depend on the thread count. */
+static int64_t conv_chunk_floats = 4 << 20;
+
+void conv3x3_set_chunk_floats(int64_t floats)
+{
+    conv_chunk_floats = floats > 0 ? floats : 4 << 20;
+}
+
+static int64_t conv_chunk_images(int64_t n, int c, int h, int w)
+{
+    int64_t per_image = (int64_t)c * 9 * h * w;
+    int64_t nc = conv_chunk_floats / per_image;
+    return nc < 1 ? 1 : nc > n ? n : nc;
+}
+
+int64_t conv3x3_col_floats(int64_t n, int c, int h, int w)
+{
+    return conv_chunk_images(n, c, h, w) * c * 9 * h * w;
+}
+
+/* col [C*9, nc*H*W] for images [n0, n0 + nc) of x [C, N, H, W]: row
+ * (ci, ky, kx) holds channel ci shifted by (ky, kx). */
+static void im2col_chunk(const float *x, float *col, int64_t n, int64_t n0, int64_t nc,
+                         int c, int h, int w)
+{
+    int64_t hw = (int64_t)h * w, s = n * hw, sc = nc * hw;
+    #pragma omp parallel for schedule(static)
+    for (int r = 0; r < c * 9; r++)
+        im2col_row(x + (int64_t)(r / 9) * s + n0 * hw, col + (int64_t)r * sc, nc, h, w,
+                   (r % 9) / 3, r % 3);
 }
 
 void conv3x3_forward_cpu(const float *x, const float *wt, float *y, float *col,
                          int64_t n, int c, int h, int w, int o)
 {
-    int64_t s = n * h * w;
+    int64_t hw = (int64_t)h * w, s = n * hw, c9 = (int64_t)c * 9;
+    int64_t step = conv_chunk_images(n, c, h, w);
 
-    /* col [C*9, S]: row (ci, ky, kx) holds channel ci shifted by (ky, kx). */
-    #pragma omp parallel for schedule(static)
-    for (int r = 0; r < c * 9; r++)
-        im2col_row(x + (int64_t)(r / 9) * s, col + (int64_t)r * s, n, h, w,
-                   (r % 9) / 3, r % 3);
-
-    /* y [O, S] = wt [O, C*9] x col [C*9, S]. */
-    gemm_cpu(0, 0, o, s, (int64_t)c * 9, 1.0f, wt, (int64_t)c * 9, col, s, 0.0f, y, s);
+    /* Per chunk: y[:, chunk] [O, Sc] = wt [O, C*9] x col [C*9, Sc]. */
+    for (int64_t n0 = 0; n0 < n; n0 += step) {
+        int64_t nc = n - n0 < step ? n - n0 : step, sc = nc * hw;
+        im2col_chunk(x, col, n, n0, nc, c, h, w);
+        gemm_cpu(0, 0, o, sc, c9, 1.0f, wt, c9, col, sc, 0.0f, y + n0 * hw, s);
+    }
 }
 
 /* Adds row (ky, kx) of dcol back onto channel plane dx, the adjoint of
- * im2col_row. */
-static void col2im_row_add(const float *row, float *dx, int64_t n, int h, int w,
-                           int ky, int kx)
+ * im2col_row. The wrapped column is zeroed in `row` first (it is the
+ * gradient of a padding zero), so one contiguous add covers the rest. */
+static void col2im_row_add(float *row, float *dx, int64_t n, int h, int w, int ky, int kx)
 {
+    int64_t hw = (int64_t)h * w;
+    conv_span sp = conv_span_of(h, w, ky, kx);
     for (int64_t ni = 0; ni < n; ni++) {
-        for (int yy = 0; yy < h; yy++) {
-            int sy = yy + ky - 1;
-            if (sy < 0 || sy >= h)
-                continue;
-            const float *src = row + (ni * h + yy) * w;
-            float *dst = dx + (ni * h + sy) * w;
-            int x0 = kx == 0 ? 1 : 0, x1 = kx == 2 ? w - 1 : w;
-            for (int xx = x0; xx < x1; xx++)
-                dst[xx + kx - 1] += src[xx];
+        float *src = row + ni * hw, *dst = dx + ni * hw + sp.off;
+        if (sp.edge >= 0)
+            for (int yy = sp.y0; yy < sp.y1; yy++)
+                src[(int64_t)yy * w + sp.edge] = 0.0f;
+        for (int64_t j = sp.j0; j < sp.j1; j++)
+            dst[j] += src[j];
+    }
+}
+
+void conv3x3_backward_cpu(const float *dy, const float *x, const float *wt,
+                          float *dwt, float *dx, float *col,
+                          int64_t n, int c, int h, int w, int o)
+{
+    int64_t hw = (int64_t)h * w, s = n * hw, c9 = (int64_t)c * 9;
+    int64_t step = conv_chunk_images(n, c, h, w);
+
+    for (int64_t n0 = 0; n0 < n; n0 += step) {
+        int64_t nc = n - n0 < step ? n - n0 : step, sc = nc * hw;
+        const float *dyc = dy + n0 * hw;
+
+        /* dwt [O, C*9] += dy[:, chunk] x col^T, the columns rebuilt from x
+         * rather than kept from forward (9x an activation per layer). */
+        im2col_chunk(x, col, n, n0, nc, c, h, w);
+        gemm_cpu(0, 1, o, c9, sc, 1.0f, dyc, s, col, sc, n0 ? 1.0f : 0.0f, dwt, c9);
+        if (!dx)
+            continue;
+
+        /* dcol [C*9, Sc] = wt^T x dy[:, chunk] into the same buffer, then
+         * fold the nine shifts back per channel; one thread per channel,
+         * so the += never races. */
+        gemm_cpu(1, 0, c9, sc, o, 1.0f, wt, c9, dyc, s, 0.0f, col, sc);
+        #pragma omp parallel for schedule(static)
+        for (int ci = 0; ci < c; ci++) {
+            float *plane = dx + (int64_t)ci * s + n0 * hw;
+            memset(plane, 0, (size_t)sc * sizeof(float));
+            for (int r = 0; r < 9; r++)
+                col2im_row_add(col + ((int64_t)ci * 9 + r) * sc, plane, nc, h, w, r / 3,
+                               r % 3);
         }
     }
 }
 
-void conv3x3_backward_cpu(const float *dy, const float *col, const float *wt,
-                          float *dwt, float *dx, float *dcol,
-                          int64_t n, int c, int h, int w, int o)
+/* Row sums for batch norm in double, in LANES independent partial sums
+ * combined in a fixed order: the compiler can vectorise them (one serial
+ * double chain was a third of the BN time), and the bits still do not
+ * depend on the thread count. */
+#define LANES 8
+
+static double sum_row(const float *x, int64_t s)
 {
-    int64_t s = n * h * w, c9 = (int64_t)c * 9;
+    double acc[LANES] = { 0 };
+    int64_t j = 0;
+    for (; j + LANES <= s; j += LANES)
+        for (int l = 0; l < LANES; l++)
+            acc[l] += x[j + l];
+    double t = 0.0;
+    for (int l = 0; l < LANES; l++)
+        t += acc[l];
+    for (; j < s; j++)
+        t += x[j];
+    return t;
+}
 
-    /* dwt [O, C*9] = dy [O, S] x col^T. */
-    gemm_cpu(0, 1, o, c9, s, 1.0f, dy, s, col, s, 0.0f, dwt, c9);
-    if (!dx)
-        return;
+/* sum (x - mean)^2 */
+static double sqdev_row(const float *x, int64_t s, double mean)
+{
+    double acc[LANES] = { 0 };
+    int64_t j = 0;
+    for (; j + LANES <= s; j += LANES)
+        for (int l = 0; l < LANES; l++) {
+            double d = x[j + l] - mean;
+            acc[l] += d * d;
+        }
+    double t = 0.0;
+    for (int l = 0; l < LANES; l++)
+        t += acc[l];
+    for (; j < s; j++)
+        t += (x[j] - mean) * (x[j] - mean);
+    return t;
+}
 
-    /* dcol [C*9, S] = wt^T x dy, then fold the nine shifts back per channel;
-     * one thread per channel, so the += never races. */
-    gemm_cpu(1, 0, c9, s, o, 1.0f, wt, c9, dy, s, 0.0f, dcol, s);
-    #pragma omp parallel for schedule(static)
-    for (int ci = 0; ci < c; ci++) {
-        float *plane = dx + (int64_t)ci * s;
-        memset(plane, 0, (size_t)s * sizeof(float));
-        for (int r = 0; r < 9; r++)
-            col2im_row_add(dcol + ((int64_t)ci * 9 + r) * s, plane, n, h, w, r / 3, r % 3);
+/* sum g and sum g * h together (one pass over both rows). */
+static void sum_pair_row(const float *g, const float *h, int64_t s, double *sg, double *sgh)
+{
+    double a[LANES] = { 0 }, b[LANES] = { 0 };
+    int64_t j = 0;
+    for (; j + LANES <= s; j += LANES)
+        for (int l = 0; l < LANES; l++) {
+            a[l] += g[j + l];
+            b[l] += (double)g[j + l] * h[j + l];
+        }
+    double ta = 0.0, tb = 0.0;
+    for (int l = 0; l < LANES; l++) {
+        ta += a[l];
+        tb += b[l];
     }
+    for (; j < s; j++) {
+        ta += g[j];
+        tb += (double)g[j] * h[j];
+    }
+    *sg = ta;
+    *sgh = tb;
 }
 
 void batchnorm_forward_train_cpu(const float *x, float *y, float *xhat, float *invstd,
@@ -108,21 +225,14 @@ void batchnorm_forward_train_cpu(const float *x, float *y, float *xhat, float *i
                                  float *run_mean, float *run_var,
                                  int c, int64_t s, float momentum, float eps, int relu)
 {
-    float floor_y = relu ? 0.0f : -INFINITY;
     #pragma omp parallel for schedule(static)
     for (int ci = 0; ci < c; ci++) {
         const float *xr = x + ci * s;
         float *yr = y + ci * s, *hr = xhat + ci * s;
 
         /* Two passes in double: the mean, then the biased variance about it. */
-        double sum = 0.0, sq = 0.0;
-        for (int64_t j = 0; j < s; j++)
-            sum += xr[j];
-        double mean = sum / (double)s;
-        for (int64_t j = 0; j < s; j++) {
-            double d = xr[j] - mean;
-            sq += d * d;
-        }
+        double mean = sum_row(xr, s) / (double)s;
+        double sq = sqdev_row(xr, s, mean);
         double var = sq / (double)s;
         float is = (float)(1.0 / sqrt(var + eps));
         invstd[ci] = is;
@@ -136,9 +246,9 @@ void batchnorm_forward_train_cpu(const float *x, float *y, float *xhat, float *i
 
         float g = gamma ? gamma[ci] : 1.0f, b = beta ? beta[ci] : 0.0f, m = (float)mean;
         for (int64_t j = 0; j < s; j++) {
-            float h_ = (xr[j] - m) * is;
+            float h_ = (xr[j] - m) * is, v = g * h_ + b;
             hr[j] = h_;
-            yr[j] = fmaxf(g * h_ + b, floor_y);
+            yr[j] = relu && v < 0.0f ? 0.0f : v;
         }
     }
 }
@@ -147,14 +257,17 @@ void batchnorm_forward_eval_cpu(const float *x, float *y, const float *gamma,
                                 const float *beta, const float *run_mean,
                                 const float *run_var, int c, int64_t s, float eps, int relu)
 {
-    float floor_y = relu ? 0.0f : -INFINITY;
     #pragma omp parallel for schedule(static)
     for (int ci = 0; ci < c; ci++) {
         float is = 1.0f / sqrtf(run_var[ci] + eps);
         float g = (gamma ? gamma[ci] : 1.0f) * is;
         float b = (beta ? beta[ci] : 0.0f) - g * run_mean[ci];
-        for (int64_t j = 0; j < s; j++)
-            y[ci * s + j] = fmaxf(g * x[ci * s + j] + b, floor_y);
+        const float *xr = x + ci * s;
+        float *yr = y + ci * s;
+        for (int64_t j = 0; j < s; j++) {
+            float v = g * xr[j] + b;
+            yr[j] = relu && v < 0.0f ? 0.0f : v;
+        }
     }
 }
 
@@ -176,11 +289,8 @@ void batchnorm_backward_cpu(const float *dy, const float *xhat, const float *inv
 
         /* sum(dy) and sum(dy * xhat) give dbeta, dgamma and the two
          * projections that the normalisation subtracts from dx. */
-        double sd = 0.0, sdh = 0.0;
-        for (int64_t j = 0; j < s; j++) {
-            sd += g_[j];
-            sdh += (double)g_[j] * hr[j];
-        }
+        double sd, sdh;
+        sum_pair_row(g_, hr, s, &sd, &sdh);
         if (dgamma)
             dgamma[ci] = (float)sdh;
         if (dbeta)
@@ -215,17 +325,17 @@ void maxpool2x2_forward_cpu(const float *x, float *y, uint8_t *arg, int64_t p, i
     for (int64_t pi = 0; pi < p; pi++) {
         const float *xp = x + pi * h * w;
         for (int oy = 0; oy < oh; oy++) {
+            const float *r0 = xp + (2 * oy) * w, *r1 = r0 + w;
+            float *yo = y + (pi * oh + oy) * ow;
+            uint8_t *ao = arg + (pi * oh + oy) * ow;
+            /* Window order 0..3 is row-major; the first maximum wins.
+             * Branch-free selects, so the loop vectorises. */
             for (int ox = 0; ox < ow; ox++) {
-                /* Window order 0..3 is row-major; the first maximum wins. */
-                const float *r0 = xp + (2 * oy) * w + 2 * ox, *r1 = r0 + w;
-                float v[4] = { r0[0], r0[1], r1[0], r1[1] };
-                int best = 0;
-                for (int q = 1; q < 4; q++)
-                    if (v[q] > v[best])
-                        best = q;
-                int64_t o = (pi * oh + oy) * ow + ox;
-                y[o] = v[best];
-                arg[o] = (uint8_t)best;
+                float a = r0[2 * ox], b = r0[2 * ox + 1], c = r1[2 * ox], d = r1[2 * ox + 1];
+                float mab = b > a ? b : a, mcd = d > c ? d : c;
+                yo[ox] = mcd > mab ? mcd : mab;
+                int qab = b > a, qcd = d > c, low = mcd > mab;
+                ao[ox] = (uint8_t)(qab + low * (2 + qcd - qab));
             }
         }
     }

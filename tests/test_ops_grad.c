@@ -90,13 +90,12 @@ static void test_conv(void)
     int64_t s = k.n * k.h * k.w, nx = k.c * s, nw = (int64_t)k.o * k.c * 9, ny = k.o * s;
     k.x = random_array(nx, 1.0f);
     k.wt = random_array(nw, 0.5f);
-    k.col = ecl_malloc((size_t)(k.c * 9 * s) * sizeof(float));
+    k.col = ecl_malloc((size_t)conv3x3_col_floats(k.n, k.c, k.h, k.w) * sizeof(float));
     float *r = random_array(ny, 1.0f), *y = ecl_malloc((size_t)ny * sizeof(float));
     float *dx = ecl_malloc((size_t)nx * sizeof(float)), *dw = ecl_malloc((size_t)nw * sizeof(float));
-    float *dcol = ecl_malloc((size_t)(k.c * 9 * s) * sizeof(float));
 
     conv3x3_forward_cpu(k.x, k.wt, y, k.col, k.n, k.c, k.h, k.w, k.o);
-    conv3x3_backward_cpu(r, k.col, k.wt, dw, dx, dcol, k.n, k.c, k.h, k.w, k.o);
+    conv3x3_backward_cpu(r, k.x, k.wt, dw, dx, k.col, k.n, k.c, k.h, k.w, k.o);
     check_grad("conv3x3 dx", conv_fwd_x, &k, k.x, nx, ny, r, dx);
     check_grad("conv3x3 dw", conv_fwd_w, &k, k.wt, nw, ny, r, dw);
 
@@ -121,7 +120,45 @@ static void test_conv(void)
                     worst = fmax(worst, fabs(got - acc));
                 }
     CHECK(worst < 1e-5, "conv3x3 forward differs from direct loops by %g", worst);
-    free(k.x); free(k.wt); free(k.col); free(r); free(y); free(dx); free(dw); free(dcol);
+    free(k.x); free(k.wt); free(k.col); free(r); free(y); free(dx); free(dw);
+}
+
+/* The im2col chunking changes only the order of the weight-gradient sums:
+ * one image per chunk (and a ragged last chunk) against the whole batch in
+ * one chunk gives the same y and dx bit for bit, dw within rounding. */
+static void test_conv_chunks(void)
+{
+    int64_t n = 5;
+    int c = 3, h = 6, w = 7, o = 4;
+    int64_t s = n * h * w, nx = c * s, nw = (int64_t)o * c * 9, ny = o * s;
+    float *x = random_array(nx, 1.0f), *wt = random_array(nw, 0.5f);
+    float *dy = random_array(ny, 1.0f);
+    float *y[2], *dx[2], *dw[2];
+    int64_t per_image = (int64_t)c * 9 * h * w;
+    int64_t chunk[2] = { per_image * n, per_image * 2 };   /* 1 chunk; 2+2+1 */
+    for (int t = 0; t < 2; t++) {
+        conv3x3_set_chunk_floats(chunk[t]);
+        float *col = ecl_malloc((size_t)conv3x3_col_floats(n, c, h, w) * sizeof(float));
+        y[t] = ecl_malloc((size_t)ny * sizeof(float));
+        dx[t] = ecl_malloc((size_t)nx * sizeof(float));
+        dw[t] = ecl_malloc((size_t)nw * sizeof(float));
+        conv3x3_forward_cpu(x, wt, y[t], col, n, c, h, w, o);
+        conv3x3_backward_cpu(dy, x, wt, dw[t], dx[t], col, n, c, h, w, o);
+        free(col);
+    }
+    conv3x3_set_chunk_floats(0);
+    CHECK(memcmp(y[0], y[1], (size_t)ny * sizeof(float)) == 0,
+          "conv3x3 forward changes with the im2col chunking");
+    CHECK(memcmp(dx[0], dx[1], (size_t)nx * sizeof(float)) == 0,
+          "conv3x3 dx changes with the im2col chunking");
+    double worst = 0.0;
+    for (int64_t i = 0; i < nw; i++)
+        worst = fmax(worst, fabs((double)dw[0][i] - dw[1][i]) / (1.0 + fabs(dw[0][i])));
+    CHECK(worst < 1e-5, "conv3x3 dw differs by %g between im2col chunkings", worst);
+    for (int t = 0; t < 2; t++) {
+        free(y[t]); free(dx[t]); free(dw[t]);
+    }
+    free(x); free(wt); free(dy);
 }
 
 /* ---- batch norm: input, gamma and beta ---------------------------------- */
@@ -321,6 +358,7 @@ int main(void)
 {
     rng = rng_seeded(7);
     test_conv();
+    test_conv_chunks();
     test_batchnorm(1);
     test_batchnorm(0);
     test_batchnorm_running();

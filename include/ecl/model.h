@@ -53,7 +53,6 @@ typedef struct {
 
     /* Activations of the last training forward, CNHW. */
     const float *x;       /* [Cin, N, H, W] input (owned by the previous block) */
-    float *col;           /* [Cin*9, N*H*W] im2col, kept for backward */
     float *xhat;          /* [Cout, N*H*W] normalised conv output */
     float *act;           /* [Cout, N, H, W] after BN + ReLU */
     float *out;           /* [Cout, N, H/2, W/2] pooled (== act when no pool) */
@@ -81,7 +80,7 @@ typedef struct {
     float *feat;          /* [N, M] head input */
     float *dfeat;         /* [N, M] one head's input gradient */
     float *scratch_a, *scratch_b;  /* backward ping-pong, largest activation */
-    float *dcol;          /* largest im2col */
+    float *col;           /* im2col chunk scratch, the largest block's */
 } model;
 
 /* Builds the model of cfg for Cin x H x W inputs, initialised as PyTorch

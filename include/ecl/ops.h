@@ -32,14 +32,20 @@ const char *gemm_backend_name(void);
 void nchw_to_cnhw_cpu(const float *x, float *y, int64_t n, int c, int h, int w);
 
 /* 3x3 convolution, padding 1, stride 1, no bias (batch norm follows).
- * x [C, N, H, W], wt [O, C*9], y [O, N, H, W], col [C*9, S] scratch that
- * backward reuses (keep it from forward to backward). */
+ * x [C, N, H, W], wt [O, C*9], y [O, N, H, W]. The im2col columns are
+ * built a chunk of images at a time in `col`, a scratch buffer of
+ * conv3x3_col_floats() floats (a few MB, not 9x the activation). */
+int64_t conv3x3_col_floats(int64_t n, int c, int h, int w);
+/* The chunk's target size in floats (0 = the default, 4M); for tests that
+ * compare chunkings. Set it before sizing buffers. */
+void conv3x3_set_chunk_floats(int64_t floats);
 void conv3x3_forward_cpu(const float *x, const float *wt, float *y, float *col,
                          int64_t n, int c, int h, int w, int o);
-/* dwt [O, C*9] written; dx [C, N, H, W] written when non-NULL, using dcol
- * [C*9, S] as scratch. col is forward's. */
-void conv3x3_backward_cpu(const float *dy, const float *col, const float *wt,
-                          float *dwt, float *dx, float *dcol,
+/* dwt [O, C*9] written; dx [C, N, H, W] written when non-NULL. x is the
+ * forward input (the columns are rebuilt from it); col is scratch as in
+ * forward. */
+void conv3x3_backward_cpu(const float *dy, const float *x, const float *wt,
+                          float *dwt, float *dx, float *col,
                           int64_t n, int c, int h, int w, int o);
 
 /* Batch norm over rows: x [C, S], statistics per row. Training form: uses
