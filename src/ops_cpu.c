@@ -37,6 +37,10 @@ static conv_span conv_span_of(int h, int w, int ky, int kx)
     sp.j0 = (int64_t)sp.y0 * w + (dx < 0 ? 1 : 0);
     sp.j1 = (int64_t)sp.y1 * w - (dx > 0 ? 1 : 0);
     sp.edge = dx < 0 ? 0 : dx > 0 ? w - 1 : -1;   /* the wrapped column */
+    if (sp.y1 <= sp.y0) {   /* h = 1 shifted up or down: nothing inside */
+        sp.j0 = sp.j1 = 0;
+        sp.y1 = sp.y0;
+    }
     return sp;
 }
 

@@ -84,9 +84,9 @@ static void conv_fwd_w(void *p, const float *in, float *out)
     conv3x3_forward_cpu(k->x, in, out, k->col, k->n, k->c, k->h, k->w, k->o);
 }
 
-static void test_conv(void)
+static void test_conv(int64_t n, int c, int h, int w, int o)
 {
-    conv_ctx k = { 2, 3, 5, 4, 4, NULL, NULL, NULL };
+    conv_ctx k = { n, c, h, w, o, NULL, NULL, NULL };
     int64_t s = k.n * k.h * k.w, nx = k.c * s, nw = (int64_t)k.o * k.c * 9, ny = k.o * s;
     k.x = random_array(nx, 1.0f);
     k.wt = random_array(nw, 0.5f);
@@ -119,7 +119,8 @@ static void test_conv(void)
                     double got = y[((oc * k.n + ni) * k.h + yy) * k.w + xx];
                     worst = fmax(worst, fabs(got - acc));
                 }
-    CHECK(worst < 1e-5, "conv3x3 forward differs from direct loops by %g", worst);
+    CHECK(worst < 1e-5, "conv3x3 forward (%lld x %d x %d x %d) differs from direct loops by %g",
+          (long long)n, c, h, w, worst);
     free(k.x); free(k.wt); free(k.col); free(r); free(y); free(dx); free(dw);
 }
 
@@ -357,7 +358,12 @@ static void test_layout(void)
 int main(void)
 {
     rng = rng_seeded(7);
-    test_conv();
+    /* 1-pixel rows and columns: every shifted copy is empty or all edge. */
+    test_conv(2, 3, 5, 4, 4);
+    test_conv(2, 2, 1, 3, 3);
+    test_conv(1, 2, 3, 1, 2);
+    test_conv(1, 1, 1, 1, 2);
+    test_conv(1, 2, 2, 2, 2);
     test_conv_chunks();
     test_batchnorm(1);
     test_batchnorm(0);
