@@ -65,20 +65,41 @@ CUDA_ARCHS := 75 80 90
 CUDA_SRC   := $(wildcard kernels/*.cu)
 CUDA_OBJ   := $(CUDA_SRC:kernels/%.cu=$(BUILD)/cuda/%.o)
 CUDA_LIB   :=
+# cuDNN and cuBLAS are needed too (the device model): without them the
+# build is CPU-only and says why. CUDNN_INC / CUDNN_LIBDIR / CUDNN_LIB and
+# CUBLAS_LIB point elsewhere (scripts/gpu-check.sh does, for pip packages).
 ifneq ($(NVCC_PATH),)
-  CUDA_HOME   ?= $(patsubst %/bin/nvcc,%,$(realpath $(NVCC_PATH)))
+  CUDA_HOME    ?= $(patsubst %/bin/nvcc,%,$(realpath $(NVCC_PATH)))
+  CUDNN_INC    ?= $(patsubst %/cudnn.h,%,$(firstword $(wildcard $(CUDA_HOME)/include/cudnn.h \
+                    /usr/include/cudnn.h /usr/include/x86_64-linux-gnu/cudnn.h)))
+  CUDNN_LIBDIR ?= $(patsubst %/libcudnn.so,%,$(firstword $(wildcard \
+                    $(CUDA_HOME)/lib64/libcudnn.so /usr/lib/x86_64-linux-gnu/libcudnn.so)))
+  ifeq ($(CUDNN_INC),)
+    CUDA_SKIP := nvcc found at $(NVCC_PATH) but not cudnn.h (install cuDNN or set CUDNN_INC)
+  else ifeq ($(CUDNN_LIBDIR),)
+    CUDA_SKIP := nvcc found at $(NVCC_PATH) but not libcudnn.so (set CUDNN_LIBDIR)
+  endif
+  ifneq ($(CUDA_SKIP),)
+    NVCC_PATH :=
+  endif
+endif
+ifneq ($(NVCC_PATH),)
   CUDA_LIBDIR ?= $(firstword $(wildcard $(CUDA_HOME)/lib64 $(CUDA_HOME)/lib))
+  CUDNN_LIB   ?= -lcudnn
+  CUBLAS_LIB  ?= -lcublas
   CUDART      ?= -lcudart
   CUDA_PTX    := $(lastword $(CUDA_ARCHS))
   NVCCFLAGS   ?= -O3
-  NVCCFLAGS   += -std=c++17 -Iinclude -MMD -MP -Xcompiler -Wall,-Wextra,-Wshadow,-ffp-contract=off \
+  NVCCFLAGS   += -std=c++17 -Iinclude -I$(CUDNN_INC) -MMD -MP -Xcompiler -Wall,-Wextra,-Wshadow,-ffp-contract=off \
                  $(foreach a,$(CUDA_ARCHS),--generate-code arch=compute_$(a),code=sm_$(a)) \
                  --generate-code arch=compute_$(CUDA_PTX),code=compute_$(CUDA_PTX)
   CUDA_LIB    := $(BUILD)/libecl_cuda.a
   CFLAGS      += -DECL_HAVE_CUDA=1
-  LDLIBS      += $(CUDA_LIB) -L$(CUDA_LIBDIR) -Wl,-rpath,$(CUDA_LIBDIR) $(CUDART) -lstdc++ -lm
+  LDLIBS      += $(CUDA_LIB) -L$(CUDNN_LIBDIR) -Wl,-rpath,$(CUDNN_LIBDIR) $(CUDNN_LIB) \
+                 -L$(CUDA_LIBDIR) -Wl,-rpath,$(CUDA_LIBDIR) $(CUBLAS_LIB) $(CUDART) -lstdc++ -lm
   CUDA_MSG    := nvcc found at $(NVCC_PATH): kernels/*.cu for $(CUDA_ARCHS:%=sm_%) + \
-                 compute_$(CUDA_PTX) PTX, cudart from $(CUDA_LIBDIR)
+                 compute_$(CUDA_PTX) PTX, cudart and cuBLAS from $(CUDA_LIBDIR), \
+                 cuDNN from $(CUDNN_LIBDIR)
 endif
 
 # ---- sources ---------------------------------------------------------------
@@ -99,6 +120,7 @@ report:
 	@echo "ecl build: zlib, inih, stb_image found"
 	@if [ -n "$(NVCC_PATH)" ]; then \
 	  echo "ecl build: CUDA       = $(CUDA_MSG)"; \
+	elif [ -n "$(CUDA_SKIP)" ]; then echo "ecl build: CUDA       = $(CUDA_SKIP): CPU build only"; \
 	else echo "ecl build: CUDA       = nvcc not found (CPU build only)"; fi
 
 $(BUILD)/obj/%.o: src/%.c
