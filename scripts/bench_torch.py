@@ -186,9 +186,9 @@ def report(a):
     key = lambda r: (r["channels"], r["size"], r["batch"], r["threads"])
     torch_rows = {key(r): r for r in read_jsonl(a.torch)}
     rows = []
-    print("%-9s %5s %3s | %9s %9s %6s | %9s %9s %6s | %7s %7s | %8s %8s" % (
+    print("%-9s %5s %3s | %9s %9s %6s | %9s %9s %6s | %7s %7s %7s | %8s %8s" % (
         "shape", "batch", "thr", "ecl trn/s", "pt trn/s", "ratio", "ecl inf/s", "pt inf/s",
-        "ratio", "ecl GF/s", "pt GF/s", "ecl MB", "pt MB"))
+        "ratio", "ecl GF/s", "pt GF/s", "sgemm", "ecl MB", "pt MB"))
     for e in read_jsonl(a.ecl):
         t = torch_rows.get(key(e))
         if t is None:
@@ -197,13 +197,15 @@ def report(a):
         row = dict(ecl=e, torch=t, train_ratio=e["train_img_s"] / t["train_img_s"],
                    infer_ratio=e["infer_img_s"] / t["infer_img_s"])
         rows.append(row)
-        print("%-9s %5d %3d | %9.1f %9.1f %6.2f | %9.1f %9.1f %6.2f | %7.1f %7.1f | %8.0f %8.0f"
+        print("%-9s %5d %3d | %9.1f %9.1f %6.2f | %9.1f %9.1f %6.2f | %7.1f %7.1f %7.1f | "
+              "%8.0f %8.0f"
               % ("%dx%dx%d" % (e["channels"], e["size"], e["size"]), e["batch"], e["threads"],
                  e["train_img_s"], t["train_img_s"], row["train_ratio"], e["infer_img_s"],
                  t["infer_img_s"], row["infer_ratio"], e["train_gflop_s"], t["train_gflop_s"],
-                 e["peak_rss_mb"], t["peak_rss_mb"]))
+                 e.get("sgemm_gflop_s", float("nan")), e["peak_rss_mb"], t["peak_rss_mb"]))
     print("ratio = ecl / PyTorch images per second (> 1: ecl faster). GF/s: conv work of "
-          "the training step. PyTorch's MB include ~%.0f MB of the library itself." %
+          "the training step; sgemm: the machine's sgemm rate at that thread count (the "
+          "ceiling). PyTorch's MB include ~%.0f MB of the library itself." %
           (min([r["torch"]["rss_after_import_mb"] for r in rows] or [0])))
     os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
     with open(a.out, "w") as f:

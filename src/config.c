@@ -143,6 +143,8 @@ static const config_key config_keys[] = {
     K_STR(run, out, "runs/latest", NULL, "run folder: config, logs, metrics, checkpoints"),
     K_INT(run, log_every, "20", 1, INT_MAX, "steps between progress lines"),
     K_STR(run, device, "cpu", "cpu|auto|cuda", "where to train; auto = cuda when present"),
+    K_STR(run, precision, "fp32", "fp32|tf32",
+          "GPU matmul precision: fp32, or tf32 tensor cores in cuDNN/cuBLAS (CPU: always fp32)"),
     K_BOOL(run, quiet, "false", "print only warnings and errors on stderr"),
     K_INT(run, eval_every, "1", 0, INT_MAX,
           "epochs between full-data scoring; 0 = at the end only"),

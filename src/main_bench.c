@@ -113,6 +113,32 @@ static double bench_conv_flops(const bench_args *a)
     return flops;
 }
 
+/* The machine's sgemm rate at this thread count (the practical ceiling of
+ * the conv work): the best of 3 square 1024 products, GFLOP/s. */
+static double bench_sgemm_gflop_s(void)
+{
+    int64_t n = 1024;
+    float *a = ecl_malloc((size_t)(n * n) * sizeof(float));
+    float *b = ecl_malloc((size_t)(n * n) * sizeof(float));
+    float *c = ecl_malloc((size_t)(n * n) * sizeof(float));
+    for (int64_t i = 0; i < n * n; i++) {
+        a[i] = (float)(i % 7) * 0.25f;
+        b[i] = (float)(i % 5) * 0.5f;
+    }
+    gemm_cpu(0, 0, n, n, n, 1.0f, a, n, b, n, 0.0f, c, n);   /* warm-up */
+    double best = 1e30;
+    for (int r = 0; r < 3; r++) {
+        double t0 = ecl_now_s();
+        gemm_cpu(0, 0, n, n, n, 1.0f, a, n, b, n, 0.0f, c, n);
+        double t = ecl_now_s() - t0;
+        best = t < best ? t : best;
+    }
+    free(a);
+    free(b);
+    free(c);
+    return 2.0 * (double)n * n * n / best * 1e-9;
+}
+
 /* The trainer's step on x [(V+1) B, C, H, W], phase times added to ph. */
 static void bench_train_step(model *m, optimizer *opt, const config *cfg, const float *x,
                              int64_t b, int views, float *logits, float *sigma, float *y,
@@ -209,17 +235,19 @@ int main(int argc, char **argv)
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
     double f = bench_conv_flops(&a), step_s = ph.total / a.steps;
+    double sgemm = bench_sgemm_gflop_s();
     printf("{\"impl\": \"ecl\", \"channels\": %d, \"size\": %d, \"batch\": %d, "
            "\"views\": %d, \"width\": %d, \"clusters\": %d, \"threads\": %d, "
            "\"steps\": %d, \"gemm\": \"%s\", \"train_img_s\": %.2f, \"infer_img_s\": %.2f, "
            "\"train_step_s\": %.5f, \"infer_pass_s\": %.5f, \"train_gflop_s\": %.2f, "
            "\"infer_gflop_s\": %.2f, \"forward_s\": %.5f, \"em_s\": %.5f, \"loss_s\": %.5f, "
-           "\"backward_s\": %.5f, \"adam_s\": %.5f, \"peak_rss_mb\": %.1f}\n",
+           "\"backward_s\": %.5f, \"adam_s\": %.5f, \"peak_rss_mb\": %.1f, "
+           "\"sgemm_gflop_s\": %.1f}\n",
            a.channels, a.size, a.batch, a.views, a.width, a.clusters, omp_get_max_threads(),
            a.steps, gemm_backend_name(), b / step_s, b / infer_s, step_s, infer_s,
            3.0 * f * (double)n / step_s * 1e-9, f * (double)b / infer_s * 1e-9,
            ph.forward / a.steps, ph.em / a.steps, ph.loss / a.steps, ph.backward / a.steps,
-           ph.adam / a.steps, (double)ru.ru_maxrss / 1024.0);
+           ph.adam / a.steps, (double)ru.ru_maxrss / 1024.0, sgemm);
 
     free(x);
     free(logits);

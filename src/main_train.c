@@ -20,6 +20,7 @@ typedef struct {
     const char *config_path;
     const char *resume;         /* run folder or checkpoint file */
     int allow_config_change;
+    const char *device;         /* --device: run.device, after every override */
     char resume_ckpt[1100];     /* the checkpoint file resume resolves to */
     char resume_config[1100];   /* the run's config.ini when no CONFIG is given */
     char resume_dir[1024];      /* the run folder resumed: run.out unless overridden */
@@ -34,7 +35,9 @@ static void usage(FILE *f)
                "  --resume PATH          continue a run from its newest checkpoint (a run\n"
                "                         folder) or from one checkpoint file; the run's\n"
                "                         config.ini is used unless CONFIG.ini is given\n"
-               "  " CHECKPOINT_MISMATCH_FLAG "  resume although the config differs\n\n"
+               "  " CHECKPOINT_MISMATCH_FLAG "  resume although the config differs\n"
+               "  --device cpu|auto|cuda  where to train (run.device); auto takes a GPU\n"
+               "                         when one is usable\n\n"
                "Keys, defaults and meanings:\n\n");
 }
 
@@ -75,6 +78,12 @@ static int parse_args(int argc, char **argv, train_args *a)
             a->resume = argv[++i];
         } else if (strncmp(argv[i], "--resume=", 9) == 0) {
             a->resume = argv[i] + 9;
+        } else if (strcmp(argv[i], "--device") == 0) {
+            if (i + 1 >= argc)
+                return ecl_set_error("--device needs cpu, auto or cuda");
+            a->device = argv[++i];
+        } else if (strncmp(argv[i], "--device=", 9) == 0) {
+            a->device = argv[i] + 9;
         } else if (strcmp(argv[i], CHECKPOINT_MISMATCH_FLAG) == 0) {
             a->allow_config_change = 1;
         } else if (strncmp(argv[i], "--", 2) != 0) {
@@ -97,6 +106,7 @@ static int parse_args(int argc, char **argv, train_args *a)
 static int is_cli_flag(const char *arg)
 {
     return strcmp(arg, "--resume") == 0 || strncmp(arg, "--resume=", 9) == 0 ||
+           strcmp(arg, "--device") == 0 || strncmp(arg, "--device=", 9) == 0 ||
            strcmp(arg, CHECKPOINT_MISMATCH_FLAG) == 0;
 }
 
@@ -125,7 +135,7 @@ int main(int argc, char **argv)
         return 2;
     }
     for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--resume") == 0) {
+        if (strcmp(argv[i], "--resume") == 0 || strcmp(argv[i], "--device") == 0) {
             i++;
             continue;
         }
@@ -135,6 +145,10 @@ int main(int argc, char **argv)
             fprintf(stderr, "ecl-train: %s\n", ecl_last_error());
             return 2;
         }
+    }
+    if (a.device && config_set(&cfg, "run.device", a.device) != 0) {
+        fprintf(stderr, "ecl-train: --device: %s\n", ecl_last_error());
+        return 2;
     }
     if (config_validate(&cfg) != 0) {
         fprintf(stderr, "ecl-train: %s\n", ecl_last_error());

@@ -6,8 +6,10 @@
  *
  * Shape legend: B images per batch, V augmented views, K clusters, N
  * samples in the data set.
- * Checkpoints and resume live in train_ckpt.c.
- * Not here yet: NaN skip policy, CUDA, MPI.
+ * Checkpoints and resume live in train_ckpt.c; the GPU step in
+ * train_cuda.c (run.device = cuda), with the host model kept as the copy
+ * that checkpoints and scores read.
+ * Not here yet: MPI.
  */
 #define _XOPEN_SOURCE 700  /* POSIX 2008 plus sigaltstack and SA_ONSTACK */
 #include "ecl/train.h"
@@ -18,7 +20,11 @@
 #include "ecl/fileio.h"
 #include "ecl/loss.h"
 #include "ecl/metrics.h"
+#include "ecl/model_cuda.h"
 #include "ecl/ops.h"
+#if defined(ECL_HAVE_CUDA) && ECL_HAVE_CUDA
+#include "ecl/cuda.h"
+#endif
 #include "ecl/optim.h"
 #include "ecl/solvers.h"
 
@@ -108,6 +114,12 @@ static void eval_rows(eval_result *r, const float *p, int64_t start, int64_t b,
 void train_evaluate(model *m, const dataset *ds, const float *mean, const float *std,
                     int64_t batch, eval_result *r)
 {
+    train_evaluate_on(m, NULL, ds, mean, std, batch, r);
+}
+
+void train_evaluate_on(model *m, model_cuda *g, const dataset *ds, const float *mean,
+                       const float *std, int64_t batch, eval_result *r)
+{
     int k = m->k, heads = m->n_heads;
     int64_t img = (int64_t)ds->c * ds->h * ds->w;
     float *x = ecl_malloc((size_t)(batch * img) * sizeof(float));
@@ -128,7 +140,14 @@ void train_evaluate(model *m, const dataset *ds, const float *mean, const float 
         for (int64_t i = 0; i < b; i++)
             augment_image(ds->pixels + (start + i) * img, ds->c, ds->h, ds->w, NULL, mean,
                           std, 0, x + i * img);
-        model_forward(m, x, b, 0, p);
+#if defined(ECL_HAVE_CUDA) && ECL_HAVE_CUDA
+        if (g) {
+            model_cuda_forward(g, x, b, 0);
+            ecl_cuda_to_host(p, model_cuda_logits(g), (size_t)(heads * b * k) * sizeof(float));
+        } else
+#endif
+            model_forward(m, x, b, 0, p);
+        (void)g;
         softmax_forward_cpu(p, p, heads * b, k);
         for (int hd = 0; hd < heads; hd++)
             eval_rows(&r[hd], p + hd * b * k, start, b, sigma_sum + hd * k);
@@ -258,10 +277,7 @@ static void stats_rows(interval_stats *s, const float *sigma, const float *y, in
     s->images += b;
 }
 
-/* Returned by a step that met a non-finite value (see run.nan_policy). */
-#define STEP_NONFINITE (-3)
-
-static int check_finite(const float *x, int64_t n, const char *what, const run_state *st,
+int train_check_finite(const float *x, int64_t n, const char *what, const run_state *st,
                         const loader_batch *bt)
 {
     for (int64_t i = 0; i < n; i++)
@@ -282,7 +298,7 @@ static int check_grads(const run_state *st, const loader_batch *bt)
         const param *p = &st->net.params[i];
         char what[80];
         snprintf(what, sizeof what, "gradient of %s", p->name);
-        if (check_finite(p->grad, p->n, what, st, bt) != 0)
+        if (train_check_finite(p->grad, p->n, what, st, bt) != 0)
             return STEP_NONFINITE;
     }
     return 0;
@@ -301,18 +317,13 @@ static void buffers_copy(model *m, float *backup, int restore)
     }
 }
 
-/* One head's pseudo-labels (EM on its clean-view sigma, warm-started when
- * asked), loss terms and logit gradient. Returns the EM iterations, or
- * STEP_NONFINITE (before the warm-start store is touched). */
-static int head_step(run_state *st, int hd, const loader_batch *bt, loss_terms *t)
+int train_head_labels(run_state *st, int hd, const loader_batch *bt)
 {
-    int64_t b = bt->b, k = st->k, rows = (st->views + 1) * b;
-    const float *logits = st->logits + hd * rows * k;
+    int64_t b = bt->b, k = st->k;
     float *sigma = st->sigma + hd * b * k, *y = st->y + hd * b * k;
     float *store = st->y_store ? st->y_store + hd * st->ds.n * k : NULL;
     const config *cfg = st->cfg;
 
-    softmax_forward_cpu(logits, sigma, b, k);
     if (store)
         for (int64_t i = 0; i < b; i++)
             memcpy(y + i * k, store + bt->index[i] * k, (size_t)k * sizeof(float));
@@ -322,15 +333,77 @@ static int head_step(run_state *st, int hd, const loader_batch *bt, loss_terms *
     so.tol = cfg->em.tol;
     so.init_from_sigma = store == NULL;
     solver_result er = solver_solve(sigma, y, b, (int)k, NULL, cfg->loss.lambda, &so);
-    if (check_finite(y, b * k, "pseudo-labels y", st, bt) != 0)
+    if (train_check_finite(y, b * k, "pseudo-labels y", st, bt) != 0)
         return STEP_NONFINITE;
     if (store)
         for (int64_t i = 0; i < b; i++)
             memcpy(store + bt->index[i] * k, y + i * k, (size_t)k * sizeof(float));
-
-    loss_ecl_cpu(logits, y, b, (int)k, st->views, &st->lw, NULL,
-                 st->dlogits + hd * rows * k, t);
     return er.iters;
+}
+
+/* The BN running statistics before a step, wherever the model lives. */
+static void save_buffers(run_state *st)
+{
+#if defined(ECL_HAVE_CUDA) && ECL_HAVE_CUDA
+    if (st->gpu) {
+        model_cuda_buffers_save(st->gpu);
+        return;
+    }
+#endif
+    buffers_copy(&st->net, st->buffer_backup, 0);
+}
+
+static void restore_buffers(run_state *st)
+{
+#if defined(ECL_HAVE_CUDA) && ECL_HAVE_CUDA
+    if (st->gpu) {
+        model_cuda_buffers_restore(st->gpu);
+        return;
+    }
+#endif
+    buffers_copy(&st->net, st->buffer_backup, 1);
+}
+
+/* One head's sigma, pseudo-labels, loss terms and logit gradient. Returns
+ * the solver iterations, or STEP_NONFINITE. */
+static int head_step(run_state *st, int hd, const loader_batch *bt, loss_terms *t)
+{
+    int64_t b = bt->b, k = st->k, rows = (st->views + 1) * b;
+    const float *logits = st->logits + hd * rows * k;
+    softmax_forward_cpu(logits, st->sigma + hd * b * k, b, k);
+    int iters = train_head_labels(st, hd, bt);
+    if (iters == STEP_NONFINITE)
+        return STEP_NONFINITE;
+    loss_ecl_cpu(logits, st->y + hd * b * k, b, (int)k, st->views, &st->lw, NULL,
+                 st->dlogits + hd * rows * k, t);
+    return iters;
+}
+
+int train_check_head_losses(const run_state *st, const loss_terms *th)
+{
+    for (int hd = 0; hd < st->net.n_heads; hd++)
+        if (!isfinite(th[hd].total)) {
+            ecl_set_error("loss of head %d is not finite (%g) at step %lld; lower optim.lr or "
+                          "set run.nan_policy=skip", hd, th[hd].total,
+                          (long long)st->global_step + 1);
+            return STEP_NONFINITE;
+        }
+    return 0;
+}
+
+float train_account_step(run_state *st, const loss_terms *th, int iters, loss_terms *t,
+                         int *em_iters)
+{
+    int heads = st->net.n_heads;
+    memset(t, 0, sizeof *t);
+    for (int hd = 0; hd < heads; hd++) {
+        st->head_loss[hd] += th[hd].total;
+        loss_terms_axpy(t, &th[hd], 1.0 / heads);
+    }
+    *em_iters = iters / heads;
+    const config *cfg = st->cfg;
+    int64_t warmup = (int64_t)(cfg->optim.warmup_epochs * (float)st->n_batches);
+    return optim_lr_at(cfg, st->global_step, st->total_steps, warmup);
 }
 
 /* One optimisation step on one batch: t gets the terms averaged over the
@@ -340,11 +413,10 @@ static int train_step(run_state *st, const loader_batch *bt, loss_terms *t, int 
 {
     int64_t b = bt->b, k = st->k, nv = st->views + 1;
     int heads = st->net.n_heads;
-    const config *cfg = st->cfg;
 
     /* All views in one forward: batch norm sees clean and augmented alike. */
     model_forward(&st->net, bt->x, nv * b, 1, st->logits);
-    if (check_finite(st->logits, heads * nv * b * k, "logits", st, bt) != 0)
+    if (train_check_finite(st->logits, heads * nv * b * k, "logits", st, bt) != 0)
         return STEP_NONFINITE;
 
     /* Each head's loss with its y fixed, one backward for all, then each
@@ -361,26 +433,12 @@ static int train_step(run_state *st, const loader_batch *bt, loss_terms *t, int 
     for (int hd = 0; hd < heads; hd++) {
         param *w = st->net.head_w[hd];
         loss_head_norm_cpu(w->value, w->n, &st->lw, w->grad, &th[hd]);
-        if (!isfinite(th[hd].total)) {
-            ecl_set_error("loss of head %d is not finite (%g) at step %lld; lower optim.lr or "
-                          "set run.nan_policy=skip", hd, th[hd].total,
-                          (long long)st->global_step + 1);
-            return STEP_NONFINITE;
-        }
     }
-    if (check_grads(st, bt) != 0)
+    if (train_check_head_losses(st, th) != 0 || check_grads(st, bt) != 0)
         return STEP_NONFINITE;
 
     /* The step is good: account for it, then update. */
-    memset(t, 0, sizeof *t);
-    for (int hd = 0; hd < heads; hd++) {
-        st->head_loss[hd] += th[hd].total;
-        loss_terms_axpy(t, &th[hd], 1.0 / heads);
-    }
-    *em_iters = iters / heads;
-
-    int64_t warmup = (int64_t)(cfg->optim.warmup_epochs * (float)st->n_batches);
-    optim_step(&st->opt, &st->net, optim_lr_at(cfg, st->global_step, st->total_steps, warmup));
+    optim_step(&st->opt, &st->net, train_account_step(st, th, iters, t, em_iters));
     return 0;
 }
 
@@ -480,7 +538,8 @@ static void log_epoch(run_state *st, int64_t epoch, const interval_stats *s, dou
     int last = epoch + 1 == st->cfg->run.epochs;
     if (every > 0 && ((epoch + 1) % every == 0 || last)) {
         eval_result r[MODEL_MAX_HEADS], *rb = &r[st->best_head];
-        train_evaluate(&st->net, &st->ds, st->mean, st->std, st->b * (st->views + 1), r);
+        train_evaluate_on(&st->net, st->gpu, &st->ds, st->mean, st->std, st->b * (st->views + 1),
+                          r);
         fprintf(st->log, ", ");
         json_eval_fields(st->log, rb);
         if (heads > 1 && rb->labelled) {
@@ -530,10 +589,12 @@ static void kmeans_baseline(run_state *st, run_summary *sum)
 
 /* Data, model, optimiser, loader, buffers and the log file; then the
  * checkpoint to resume from, if any. 0 or -1. */
-static int run_setup(run_state *st, const config *cfg, const char *resume, int allow)
+static int run_setup(run_state *st, const config *cfg, const char *resume, int allow,
+                     int use_cuda)
 {
     memset(st, 0, sizeof *st);
     st->cfg = cfg;
+    st->use_cuda = use_cuda;
     if (train_load_dataset(cfg, &st->ds) != 0)
         return -1;
     st->b = cfg->run.batch;
@@ -598,11 +659,14 @@ static int run_setup(run_state *st, const config *cfg, const char *resume, int a
     for (int i = 0; i < st->net.n_buffers; i++)
         n_buf += st->net.buffers[i].n;
     st->buffer_backup = ecl_malloc((size_t)n_buf * sizeof(float));
-    return resume ? train_checkpoint_resume(st, resume, allow) : 0;
+    if (resume && train_checkpoint_resume(st, resume, allow) != 0)
+        return -1;
+    return st->use_cuda ? train_cuda_setup(st) : 0;
 }
 
 static void run_teardown(run_state *st)
 {
+    train_cuda_teardown(st);
     if (st->ld)
         loader_destroy(st->ld);
     if (st->log)
@@ -637,11 +701,11 @@ static int run_batch(run_state *st, int64_t e, const loader_batch *bt)
     int iters = 0;
     int skip = strcmp(st->cfg->run.nan_policy, "skip") == 0;
     if (skip)
-        buffers_copy(&st->net, st->buffer_backup, 0);
-    int rc = train_step(st, bt, &t, &iters);
+        save_buffers(st);
+    int rc = st->gpu ? train_step_cuda(st, bt, &t, &iters) : train_step(st, bt, &t, &iters);
     if (rc == STEP_NONFINITE && skip) {
         /* Drop the step: only the BN running statistics had changed. */
-        buffers_copy(&st->net, st->buffer_backup, 1);
+        restore_buffers(st);
         st->skipped_steps++;
         ecl_log_warn("step skipped (run.nan_policy=skip, %lld so far): %s",
                      (long long)st->skipped_steps, ecl_last_error());
@@ -712,7 +776,8 @@ static int run_finish(run_state *st)
     sum.km_acc = sum.km_nmi = sum.km_ari = -1.0;
 
     eval_result all[MODEL_MAX_HEADS], *r = &all[st->best_head];
-    train_evaluate(&st->net, &st->ds, st->mean, st->std, st->b * (st->views + 1), all);
+    train_evaluate_on(&st->net, st->gpu, &st->ds, st->mean, st->std, st->b * (st->views + 1),
+                      all);
     if (r->n_nonfinite > 0) {
         ecl_set_error("the trained model gives non-finite outputs for %lld of %lld images; "
                       "no results written (%lld steps were skipped for non-finite values)",
@@ -744,16 +809,33 @@ static int run_finish(run_state *st)
     return rc;
 }
 
-/* This build trains on the CPU only: cuda is refused, auto says so. */
-static int check_device(const config *cfg)
+/* run.device -> *use_cuda: cpu never, cuda or an error saying why not,
+ * auto when a GPU answers (and the log says which way it went). */
+static int resolve_device(const config *cfg, int *use_cuda)
 {
-    if (strcmp(cfg->run.device, "cuda") == 0) {
-        ecl_set_error("run.device = cuda, but this build of ecl has no CUDA backend yet; "
-                      "use --run.device=cpu (or auto)");
-        return -1;
+    *use_cuda = 0;
+    if (strcmp(cfg->run.device, "cpu") == 0)
+        return 0;
+    int want = strcmp(cfg->run.device, "cuda") == 0;
+#if defined(ECL_HAVE_CUDA) && ECL_HAVE_CUDA
+    char why[512];
+    if (ecl_cuda_probe(why, sizeof why)) {
+        *use_cuda = 1;
+        if (!want)
+            ecl_log_info("device: auto -> cuda");
+        return 0;
     }
-    if (strcmp(cfg->run.device, "auto") == 0)
-        ecl_log_info("device: auto -> cpu (this build has no CUDA backend)");
+    if (want)
+        return ecl_set_error("run.device = cuda, but no GPU is usable: %s; or train on the "
+                             "CPU with --device cpu", why);
+    ecl_log_info("device: auto -> cpu (%s)", why);
+#else
+    if (want)
+        return ecl_set_error("run.device = cuda, but this build of ecl has no CUDA backend "
+                             "(make found no nvcc, cuDNN or cuBLAS: see its 'ecl build: CUDA' "
+                             "line); use --device cpu or auto");
+    ecl_log_info("device: auto -> cpu (this build has no CUDA backend)");
+#endif
     return 0;
 }
 
@@ -785,7 +867,8 @@ static void install_signal_handlers(void)
 
 int train_run(const config *cfg, const char *resume_path, int allow_config_change)
 {
-    if (check_device(cfg) != 0) {
+    int use_cuda = 0;
+    if (resolve_device(cfg, &use_cuda) != 0) {
         fprintf(stderr, "ecl-train: %s\n", ecl_last_error());
         return 2;
     }
@@ -819,7 +902,7 @@ int train_run(const config *cfg, const char *resume_path, int allow_config_chang
     {
         (void)0;  /* start the OpenMP team now, with the signals blocked */
     }
-    int rc = run_setup(&st, cfg, resume_path, allow_config_change);
+    int rc = run_setup(&st, cfg, resume_path, allow_config_change, use_cuda);
     pthread_sigmask(SIG_UNBLOCK, &stop_signals, NULL);
     if (rc == 0)
         rc = run_epochs(&st);

@@ -122,6 +122,7 @@ static int stats_from_text(run_state *st, const char *text, long *log_bytes)
 
 int train_checkpoint_save(run_state *st, int64_t epoch, int64_t step_in_epoch)
 {
+    train_cuda_sync_host(st);
     const config *cfg = st->cfg;
     char path[1100];
     fflush(st->log);

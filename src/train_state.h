@@ -16,6 +16,7 @@
 #include "ecl/data.h"
 #include "ecl/loss.h"
 #include "ecl/model.h"
+#include "ecl/model_cuda.h"
 #include "ecl/optim.h"
 
 /* Statistics accumulated over a progress interval or over an epoch. */
@@ -49,7 +50,35 @@ typedef struct {
     int64_t skipped_steps;     /* steps dropped for non-finite values (nan_policy skip) */
     float *buffer_backup;      /* BN running statistics before the step, for a skip */
     double t_start;
+    int use_cuda;              /* run.device resolved to cuda */
+    model_cuda *gpu;           /* the device model; NULL on the CPU */
 } run_state;
+
+/* Returned by a step that met a non-finite value (see run.nan_policy). */
+#define STEP_NONFINITE (-3)
+
+/* Shared by the CPU step (train.c) and the GPU step (train_cuda.c). */
+/* 0, or STEP_NONFINITE with the error naming `what`, the step and batch. */
+int train_check_finite(const float *x, int64_t n, const char *what, const run_state *st,
+                       const loader_batch *bt);
+/* Head hd's pseudo-labels on the host from st->sigma into st->y with the
+ * configured solver (warm-started from the store when asked). Returns the
+ * iterations or STEP_NONFINITE. */
+int train_head_labels(run_state *st, int hd, const loader_batch *bt);
+/* 0, or STEP_NONFINITE when a head's loss is not finite. */
+int train_check_head_losses(const run_state *st, const loss_terms *th);
+/* A good step: adds the heads' terms to the run's sums, averages them
+ * into t, and returns the learning rate for the update. */
+float train_account_step(run_state *st, const loss_terms *th, int iters, loss_terms *t,
+                         int *em_iters);
+
+/* The GPU step (train_cuda.c): as the CPU step, same return values. In a
+ * build without CUDA, setup fails with a message and the rest do nothing. */
+int train_cuda_setup(run_state *st);
+void train_cuda_teardown(run_state *st);
+int train_step_cuda(run_state *st, const loader_batch *bt, loss_terms *t, int *em_iters);
+/* Brings the host model and optimiser up to date with the device. */
+void train_cuda_sync_host(run_state *st);
 
 /* Set by SIGINT/SIGTERM; the loop finishes its step, saves and stops. */
 extern volatile sig_atomic_t train_stop_signal;

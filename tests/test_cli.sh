@@ -47,7 +47,13 @@ expect_error "empty data file"  "empty.gz"                     "$tmp/ok.ini" --d
 head -c 1000 <(zcat $mnist/images-idx3-ubyte.gz) > "$tmp/cut.idx"
 expect_error "truncated data"   "cut.idx"                      "$tmp/ok.ini" --data.path=$tmp/cut.idx --run.out=$tmp/r4
 expect_error "labels as images" "magic|labels"                 "$tmp/ok.ini" --data.path=$mnist/labels-idx1-ubyte.gz --run.out=$tmp/r5
-expect_error "cuda device"      "no CUDA backend"              "$tmp/ok.ini" --run.device=cuda --run.out=$tmp/r7
+expect_error "device choice"    "gpu.*cpu/auto/cuda"          "$tmp/ok.ini" --device gpu --run.out=$tmp/r8
+# Where no GPU is usable (no CUDA build, no driver, no device), cuda must
+# say which; on a GPU machine it trains.
+if ! "${BUILD:-build}/tests/test_cuda" >/dev/null 2>&1; then
+    expect_error "cuda device"  "no GPU is usable: .+|no CUDA backend" "$tmp/ok.ini" --run.device=cuda --run.out=$tmp/r7
+    expect_error "--device cuda" "no GPU is usable: .+|no CUDA backend" "$tmp/ok.ini" --device cuda --run.out=$tmp/r9
+fi
 expect_error "batch > data"     "larger than the data set"     "$tmp/ok.ini" --data.limit=30 --run.batch=40 --run.out=$tmp/r6
 
 # Failed runs leave no metrics or assignments under their final names.

@@ -71,6 +71,7 @@ typedef struct {
         char out[1024];     /* run folder */
         int log_every;      /* steps between progress lines */
         char device[16];    /* cpu | auto | cuda */
+        char precision[8];  /* fp32 | tf32 (GPU matmuls) */
         int quiet;          /* 1: warnings and errors only on stderr */
         int eval_every;     /* epochs between full-data scoring; 0 = end only */
         int kmeans_baseline;/* 1: score K-means on raw pixels too */

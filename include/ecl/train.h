@@ -13,6 +13,7 @@
 #include "ecl/config.h"
 #include "ecl/data.h"
 #include "ecl/model.h"
+#include "ecl/model_cuda.h"
 
 /* What the whole-data pass of a model gives: hard assignments, scores. */
 typedef struct {
@@ -36,6 +37,10 @@ int train_load_dataset(const config *cfg, dataset *ds);
  * m->n_heads results, one per head. Free each with eval_result_free(). */
 void train_evaluate(model *m, const dataset *ds, const float *mean, const float *std,
                     int64_t batch, eval_result *r);
+/* The same with the forward on g, m's device twin, when g is not NULL
+ * (batch <= its capacity). */
+void train_evaluate_on(model *m, model_cuda *g, const dataset *ds, const float *mean,
+                       const float *std, int64_t batch, eval_result *r);
 void eval_result_free(eval_result *r);
 
 /* Exit status of a run stopped by SIGINT/SIGTERM after saving a checkpoint. */
