@@ -15,7 +15,9 @@ LDLIBS  := -lz -lm -lpthread
 DEMO_ARGS ?=
 
 # ---- optional libraries, probed once, reported once ----------------------
-have_hdr = $(shell printf '\#include <$(1)>\n' | $(CC) -E -x c - >/dev/null 2>&1 && echo yes)
+# CPPFLAGS / LDFLAGS point at libraries outside the system paths (see
+# scripts/gpu-check.sh, which unpacks carried Debian packages).
+have_hdr = $(shell printf '\#include <$(1)>\n' | $(CC) $(CPPFLAGS) -E -x c - >/dev/null 2>&1 && echo yes)
 
 ifeq ($(call have_hdr,oneapi/dnnl/dnnl.h),yes)
   CFLAGS += -DECL_HAVE_DNNL=1
@@ -32,7 +34,7 @@ endif
 # LAPACK's dposv (from libopenblas) for newton_dense, the benchmark's naive
 # baseline; without it solvers_newton.c uses its own Cholesky (slower).
 have_lapack := $(shell printf 'void dposv_(void);\nint main(void){dposv_();return 0;}\n' | \
-  $(CC) -x c - -lopenblas -o /dev/null >/dev/null 2>&1 && echo yes)
+  $(CC) -x c - $(LDFLAGS) -lopenblas -o /dev/null >/dev/null 2>&1 && echo yes)
 ifeq ($(have_lapack),yes)
   CFLAGS += -DECL_HAVE_LAPACK=1
   LDLIBS += $(if $(findstring -lopenblas,$(LDLIBS)),,-lopenblas)
@@ -125,7 +127,7 @@ report:
 
 $(BUILD)/obj/%.o: src/%.c
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -c $< -o $@
+	$(CC) $(CPPFLAGS) $(CFLAGS) -c $< -o $@
 
 $(BUILD)/libecl.a: $(LIB_OBJ)
 	@rm -f $@
@@ -142,18 +144,23 @@ $(CUDA_LIB): $(CUDA_OBJ)
 
 # Every program and test links the CUDA archive (LDLIBS), so depends on it.
 $(PROGS) $(TEST_BINS): $(CUDA_LIB)
+
+# The kernels' timings (scripts/gpu-check.sh runs it).
+all: $(BUILD)/bench_cuda
+$(BUILD)/bench_cuda: bench/bench_cuda.c $(BUILD)/libecl.a $(CUDA_LIB)
+	$(CC) $(CPPFLAGS) $(CFLAGS) $< $(BUILD)/libecl.a $(LDFLAGS) $(LDLIBS) -o $@
 -include $(CUDA_OBJ:.o=.d)
 endif
 
 $(BUILD)/ecl-%: src/main_%.c $(BUILD)/libecl.a
-	$(CC) $(CFLAGS) $< $(BUILD)/libecl.a $(LDLIBS) -o $@
+	$(CC) $(CPPFLAGS) $(CFLAGS) $< $(BUILD)/libecl.a $(LDFLAGS) $(LDLIBS) -o $@
 
 $(BUILD)/ecl-bench-em: src/main_bench_em.c $(BUILD)/libecl.a
-	$(CC) $(CFLAGS) $< $(BUILD)/libecl.a $(LDLIBS) -o $@
+	$(CC) $(CPPFLAGS) $(CFLAGS) $< $(BUILD)/libecl.a $(LDFLAGS) $(LDLIBS) -o $@
 
 $(BUILD)/tests/%: tests/%.c tests/check.h $(BUILD)/libecl.a
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -Itests $< $(BUILD)/libecl.a $(LDLIBS) -o $@
+	$(CC) $(CPPFLAGS) $(CFLAGS) -Itests $< $(BUILD)/libecl.a $(LDFLAGS) $(LDLIBS) -o $@
 
 deps:
 	@scripts/deps.sh

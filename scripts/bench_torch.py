@@ -3,7 +3,8 @@
 
   bench_torch.py run --channels 3 --size 32 --batch 250 --threads 1
       times the vgg4 training step and inference pass written the usual way
-      in PyTorch (float32, CPU), the same step ecl-bench times: one forward
+      in PyTorch (float32; CPU, or the GPU with --device cuda, optionally
+      --precision tf32), the same step ecl-bench times: one forward
       of all (V+1) B views in training mode, softmax of the clean view, 15
       EM iterations without gradient, reverse CE + fairness + augmentation
       KL + forward CE, backward, torch.optim.AdamW. Random images, no data
@@ -67,16 +68,19 @@ def em_labels(torch, sigma, lam, iters):
     return y
 
 
-def train_step(torch, net, opt, x, a):
-    """One step as src/train.c runs it; returns the phase times."""
+def train_step(torch, net, opt, x, a, sync):
+    """One step as src/train.c runs it; returns the phase times (sync()
+    waits for the device at each phase's end)."""
     F = torch.nn.functional
     b = a.batch
     t0 = time.perf_counter()
     logits = net(x) * 0.5
     ls = F.log_softmax(logits, dim=1)
+    sync()
     t1 = time.perf_counter()
     with torch.no_grad():
         y = em_labels(torch, ls[:b].exp(), 100.0, 15)
+    sync()
     t2 = time.perf_counter()
 
     # Reverse CE, forward CE (0.2), augmentation KL to the detached clean view.
@@ -86,11 +90,14 @@ def train_step(torch, net, opt, x, a):
     p, lp = ls0.detach().exp(), ls0.detach()
     aug = sum((p * (lp - ls[v * b:(v + 1) * b])).sum() for v in range(1, a.views + 1))
     loss = rce + 0.2 * fce + aug / (b * max(a.views, 1))
+    sync()
     t3 = time.perf_counter()
     opt.zero_grad(set_to_none=True)
     loss.backward()
+    sync()
     t4 = time.perf_counter()
     opt.step()
+    sync()
     t5 = time.perf_counter()
     return dict(forward_s=t1 - t0, em_s=t2 - t1, loss_s=t3 - t2, backward_s=t4 - t3,
                 adam_s=t5 - t4, total=t5 - t0)
@@ -107,21 +114,33 @@ def run(a):
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     rss_import = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-    net = build_net(torch, a)
+    dev = torch.device(a.device)
+    sync = (lambda: None)
+    if a.device == "cuda":
+        if not torch.cuda.is_available():
+            sys.exit("bench_torch: --device cuda but torch sees no GPU")
+        # Same precision as ecl's run.precision, and cuDNN's algorithm
+        # search on, as ecl's cudnnFind.
+        tf32 = a.precision == "tf32"
+        torch.backends.cuda.matmul.allow_tf32 = tf32
+        torch.backends.cudnn.allow_tf32 = tf32
+        torch.backends.cudnn.benchmark = True
+        sync = torch.cuda.synchronize
+    net = build_net(torch, a).to(dev)
     decay = [p for n, p in net.named_parameters() if p.dim() == 4]
     rest = [p for n, p in net.named_parameters() if p.dim() != 4]
     opt = torch.optim.AdamW([dict(params=decay), dict(params=rest, weight_decay=0.0)],
                             lr=1e-3, weight_decay=0.0)
     n = (a.views + 1) * a.batch
-    x = torch.rand(n, a.channels, a.size, a.size)
+    x = torch.rand(n, a.channels, a.size, a.size).to(dev)
 
     # Training steps after the untimed warm-up ones.
     net.train()
     for _ in range(a.warmup):
-        train_step(torch, net, opt, x, a)
+        train_step(torch, net, opt, x, a, sync)
     sums = {}
     for _ in range(a.steps):
-        for key, v in train_step(torch, net, opt, x, a).items():
+        for key, v in train_step(torch, net, opt, x, a, sync).items():
             sums[key] = sums.get(key, 0.0) + v
     step_s = sums.pop("total") / a.steps
 
@@ -130,13 +149,16 @@ def run(a):
     with torch.no_grad():
         for _ in range(a.warmup):
             net(x[:a.batch])
+        sync()
         t0 = time.perf_counter()
         for _ in range(a.steps):
             net(x[:a.batch])
+        sync()
         infer_s = (time.perf_counter() - t0) / a.steps
 
     f = conv_flops(a.channels, a.size, a.width)
-    out = dict(impl="torch", channels=a.channels, size=a.size, batch=a.batch, views=a.views,
+    out = dict(impl="torch", device=a.device, precision=a.precision, channels=a.channels,
+               size=a.size, batch=a.batch, views=a.views,
                width=a.width, clusters=a.clusters, threads=threads, steps=a.steps,
                torch=torch.__version__, train_img_s=a.batch / step_s,
                infer_img_s=a.batch / infer_s, train_step_s=step_s, infer_pass_s=infer_s,
@@ -183,7 +205,8 @@ def read_jsonl(path):
 
 def report(a):
     """The side-by-side table and the JSON file."""
-    key = lambda r: (r["channels"], r["size"], r["batch"], r["threads"])
+    key = lambda r: (r.get("device", "cpu"), r["channels"], r["size"], r["batch"],
+                     r["threads"])
     torch_rows = {key(r): r for r in read_jsonl(a.torch)}
     rows = []
     print("%-9s %5s %3s | %9s %9s %6s | %9s %9s %6s | %7s %7s %7s | %8s %8s" % (
@@ -222,6 +245,8 @@ def main():
                           ("steps", 5), ("warmup", 1), ("width", 64), ("clusters", 10),
                           ("views", 1)]:
         r.add_argument("--" + name, type=int, default=default)
+    r.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    r.add_argument("--precision", choices=["fp32", "tf32"], default="fp32")
     p = sub.add_parser("report")
     p.add_argument("--ecl", required=True)
     p.add_argument("--torch", required=True)

@@ -11,8 +11,9 @@
  * stop, as the PyTorch side does), the loss and its logit gradient,
  * backward, the head norm, one Adam step.
  *
+ * --device=cuda times the same step on the GPU (src/train_cuda.c's).
  * Not here: data loading and augmentation (they run on worker threads in
- * training), the GPU.
+ * training).
  */
 #define _POSIX_C_SOURCE 200809L
 #include <omp.h>
@@ -25,6 +26,10 @@
 #include "ecl/core.h"
 #include "ecl/loss.h"
 #include "ecl/model.h"
+#include "ecl/model_cuda.h"
+#if defined(ECL_HAVE_CUDA) && ECL_HAVE_CUDA
+#include "ecl/cuda.h"
+#endif
 #include "ecl/ops.h"
 #include "ecl/optim.h"
 #include "ecl/rng.h"
@@ -32,6 +37,7 @@
 
 typedef struct {
     int channels, size, batch, threads, steps, warmup, width, clusters, views;
+    int cuda, tf32;   /* --device=cuda, --precision=tf32 */
 } bench_args;
 
 /* Seconds spent in each phase of the training step, summed over steps. */
@@ -45,6 +51,7 @@ static void bench_usage(FILE *f)
         "usage: ecl-bench [--channels=3] [--size=32] [--batch=250] [--threads=0]\n"
         "                 [--steps=5] [--warmup=1] [--width=64] [--clusters=10] "
         "[--views=1]\n"
+        "                 [--device=cpu|cuda] [--precision=fp32|tf32]\n"
         "Times the vgg4 training step and inference pass on random images; one JSON\n"
         "object on stdout. --threads=0 uses every core.\n");
 }
@@ -68,12 +75,20 @@ static int bench_opt(const char *arg, const char *name, int *dst)
 
 static bench_args bench_parse(int argc, char **argv)
 {
-    bench_args a = { 3, 32, 250, 0, 5, 1, 64, 10, 1 };
+    bench_args a = { 3, 32, 250, 0, 5, 1, 64, 10, 1, 0, 0 };
     for (int i = 1; i < argc; i++) {
         const char *s = argv[i];
         if (strcmp(s, "--help") == 0 || strcmp(s, "-h") == 0) {
             bench_usage(stdout);
             exit(0);
+        }
+        if (strcmp(s, "--device=cuda") == 0 || strcmp(s, "--device=cpu") == 0) {
+            a.cuda = strcmp(s, "--device=cuda") == 0;
+            continue;
+        }
+        if (strcmp(s, "--precision=tf32") == 0 || strcmp(s, "--precision=fp32") == 0) {
+            a.tf32 = strcmp(s, "--precision=tf32") == 0;
+            continue;
         }
         if (!(bench_opt(s, "--channels", &a.channels) || bench_opt(s, "--size", &a.size)
               || bench_opt(s, "--batch", &a.batch) || bench_opt(s, "--threads", &a.threads)
@@ -139,6 +154,19 @@ static double bench_sgemm_gflop_s(void)
     return 2.0 * (double)n * n * n / best * 1e-9;
 }
 
+/* Adds one step's phase boundaries t0..t5 (forward, EM, loss, backward,
+ * optimiser) to ph. */
+static void bench_phases_add(bench_phases *ph, double t0, double t1, double t2, double t3,
+                             double t4, double t5)
+{
+    ph->forward += t1 - t0;
+    ph->em += t2 - t1;
+    ph->loss += t3 - t2;
+    ph->backward += t4 - t3;
+    ph->adam += t5 - t4;
+    ph->total += t5 - t0;
+}
+
 /* The trainer's step on x [(V+1) B, C, H, W], phase times added to ph. */
 static void bench_train_step(model *m, optimizer *opt, const config *cfg, const float *x,
                              int64_t b, int views, float *logits, float *sigma, float *y,
@@ -170,13 +198,43 @@ static void bench_train_step(model *m, optimizer *opt, const config *cfg, const 
     optim_step(opt, m, cfg->optim.lr);
     double t5 = ecl_now_s();
 
-    ph->forward += t1 - t0;
-    ph->em += t2 - t1;
-    ph->loss += t3 - t2;
-    ph->backward += t4 - t3;
-    ph->adam += t5 - t4;
-    ph->total += t5 - t0;
+    bench_phases_add(ph, t0, t1, t2, t3, t4, t5);
 }
+
+#if defined(ECL_HAVE_CUDA) && ECL_HAVE_CUDA
+/* The GPU step of src/train_cuda.c (no host copies but the loss terms):
+ * forward, softmax, EM kernel, fused loss, backward, head norm, Adam. Each
+ * phase ends with a device sync so its time is its own. */
+static void bench_train_step_cuda(model_cuda *g, optimizer *opt, const config *cfg,
+                                  const float *x, int64_t b, int views, int k,
+                                  bench_phases *ph)
+{
+    int64_t n = (views + 1) * b;
+    loss_weights lw = { cfg->loss.lambda, cfg->loss.gamma, cfg->loss.alpha,
+                        cfg->loss.forward_ce, cfg->loss.y_eps,
+                        (aug_form)loss_aug_form_parse(cfg->loss.aug_form) };
+    double t0 = ecl_now_s();
+    model_cuda_forward(g, x, n, 1);
+    ecl_cuda_sync();
+    double t1 = ecl_now_s();
+    softmax_forward_cuda(model_cuda_logits(g), model_cuda_sigma(g), b, k);
+    em_solve_cuda(model_cuda_sigma(g), model_cuda_y(g), b, k, NULL, cfg->loss.lambda,
+                  cfg->em.max_iter, 0.0, 1);
+    double t2 = ecl_now_s();
+    loss_terms t;
+    loss_ecl_cuda(model_cuda_logits(g), model_cuda_y(g), b, k, views, &lw, NULL,
+                  model_cuda_dlogits(g), &t);
+    double t3 = ecl_now_s();
+    model_cuda_backward(g, n);
+    param *w = model_cuda_head_w(g, 0);
+    loss_head_norm_cuda(w->value, w->n, &lw, w->grad, &t);
+    double t4 = ecl_now_s();
+    model_cuda_optim_step(g, opt, cfg->optim.lr);
+    ecl_cuda_sync();
+    double t5 = ecl_now_s();
+    bench_phases_add(ph, t0, t1, t2, t3, t4, t5);
+}
+#endif
 
 /* The config of the measured model: the trainer's defaults but the shape. */
 static void bench_config(const bench_args *a, config *cfg)
@@ -215,36 +273,65 @@ int main(int argc, char **argv)
     float *sigma = ecl_malloc((size_t)(b * k) * sizeof(float));
     float *y = ecl_malloc((size_t)(b * k) * sizeof(float));
 
-    /* Training steps: warm-up ones are not timed. */
+    /* Training steps: warm-up ones are not timed. Then inference: the
+     * clean batch with running statistics. */
     bench_phases ph = {0}, skip = {0};
-    for (int s = 0; s < a.warmup; s++)
-        bench_train_step(&m, &opt, &cfg, x, b, a.views, logits, sigma, y, dlogits, &skip);
-    for (int s = 0; s < a.steps; s++)
-        bench_train_step(&m, &opt, &cfg, x, b, a.views, logits, sigma, y, dlogits, &ph);
-
-    /* Inference: the clean batch with running statistics. */
-    for (int s = 0; s < a.warmup; s++)
-        model_forward(&m, x, b, 0, logits);
-    double t0 = ecl_now_s();
-    for (int s = 0; s < a.steps; s++)
-        model_forward(&m, x, b, 0, logits);
-    double infer_s = (ecl_now_s() - t0) / a.steps;
+    double infer_s = 0.0;
+    const char *engine = gemm_backend_name();
+    if (a.cuda) {
+#if defined(ECL_HAVE_CUDA) && ECL_HAVE_CUDA
+        char why[512];
+        if (!ecl_cuda_probe(why, sizeof why)) {
+            fprintf(stderr, "ecl-bench: --device=cuda: %s\n", why);
+            return 1;
+        }
+        model_cuda *g = model_cuda_create(&m, &opt, n, a.tf32);
+        for (int s = 0; s < a.warmup; s++)
+            bench_train_step_cuda(g, &opt, &cfg, x, b, a.views, (int)k, &skip);
+        for (int s = 0; s < a.steps; s++)
+            bench_train_step_cuda(g, &opt, &cfg, x, b, a.views, (int)k, &ph);
+        for (int s = 0; s < a.warmup; s++)
+            model_cuda_forward(g, x, b, 0);
+        ecl_cuda_sync();
+        double t0 = ecl_now_s();
+        for (int s = 0; s < a.steps; s++)
+            model_cuda_forward(g, x, b, 0);
+        ecl_cuda_sync();
+        infer_s = (ecl_now_s() - t0) / a.steps;
+        model_cuda_destroy(g);
+        engine = a.tf32 ? "cuDNN + cuBLAS, tf32" : "cuDNN + cuBLAS, fp32";
+#else
+        fprintf(stderr, "ecl-bench: --device=cuda: this build has no CUDA backend\n");
+        return 1;
+#endif
+    } else {
+        for (int s = 0; s < a.warmup; s++)
+            bench_train_step(&m, &opt, &cfg, x, b, a.views, logits, sigma, y, dlogits, &skip);
+        for (int s = 0; s < a.steps; s++)
+            bench_train_step(&m, &opt, &cfg, x, b, a.views, logits, sigma, y, dlogits, &ph);
+        for (int s = 0; s < a.warmup; s++)
+            model_forward(&m, x, b, 0, logits);
+        double t0 = ecl_now_s();
+        for (int s = 0; s < a.steps; s++)
+            model_forward(&m, x, b, 0, logits);
+        infer_s = (ecl_now_s() - t0) / a.steps;
+    }
 
     /* Report: per step means; the step's conv work is 3x the forward's
      * (forward, input gradient, weight gradient) over every view. */
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
     double f = bench_conv_flops(&a), step_s = ph.total / a.steps;
-    double sgemm = bench_sgemm_gflop_s();
-    printf("{\"impl\": \"ecl\", \"channels\": %d, \"size\": %d, \"batch\": %d, "
+    double sgemm = a.cuda ? 0.0 : bench_sgemm_gflop_s();
+    printf("{\"impl\": \"ecl\", \"device\": \"%s\", \"channels\": %d, \"size\": %d, \"batch\": %d, "
            "\"views\": %d, \"width\": %d, \"clusters\": %d, \"threads\": %d, "
            "\"steps\": %d, \"gemm\": \"%s\", \"train_img_s\": %.2f, \"infer_img_s\": %.2f, "
            "\"train_step_s\": %.5f, \"infer_pass_s\": %.5f, \"train_gflop_s\": %.2f, "
            "\"infer_gflop_s\": %.2f, \"forward_s\": %.5f, \"em_s\": %.5f, \"loss_s\": %.5f, "
            "\"backward_s\": %.5f, \"adam_s\": %.5f, \"peak_rss_mb\": %.1f, "
            "\"sgemm_gflop_s\": %.1f}\n",
-           a.channels, a.size, a.batch, a.views, a.width, a.clusters, omp_get_max_threads(),
-           a.steps, gemm_backend_name(), b / step_s, b / infer_s, step_s, infer_s,
+           a.cuda ? "cuda" : "cpu", a.channels, a.size, a.batch, a.views, a.width, a.clusters,
+           omp_get_max_threads(), a.steps, engine, b / step_s, b / infer_s, step_s, infer_s,
            3.0 * f * (double)n / step_s * 1e-9, f * (double)b / infer_s * 1e-9,
            ph.forward / a.steps, ph.em / a.steps, ph.loss / a.steps, ph.backward / a.steps,
            ph.adam / a.steps, (double)ru.ru_maxrss / 1024.0, sgemm);

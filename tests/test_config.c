@@ -82,7 +82,7 @@ static void test_defaults(void)
           "loss weights");
     CHECK(strcmp(c.loss.aug_form, "kl") == 0, "loss.aug_form %s", c.loss.aug_form);
     CHECK(c.loss.forward_ce == 0.2f && c.loss.y_eps == 1e-12f, "loss.forward_ce/y_eps");
-    CHECK(c.em.max_iter == 15 && c.em.tol == 1e-6f && c.em.warm_start == 0, "em");
+    CHECK(c.em.max_iter == 50 && strcmp(c.em.solver, "dual") == 0 && c.em.tol == 1e-6f && c.em.warm_start == 0, "em");
     CHECK(strcmp(c.optim.name, "adam") == 0 && c.optim.lr == 1e-3f, "optim.name/lr");
     CHECK(c.optim.beta1 == 0.9f && c.optim.beta2 == 0.999f && c.optim.eps == 1e-8f,
           "adam constants");
