@@ -195,13 +195,16 @@ bench-em: all
 
 # `make bench`: ecl against PyTorch on the CPU, training step and inference
 # (scripts/bench.sh; BENCH_ARGS=--quick checks the script in a minute).
-bench: $(BUILD)/ecl-bench
+bench:
+	@scripts/deps.sh bench
+	@$(MAKE) --no-print-directory $(BUILD)/ecl-bench
 	@BUILD=$(BUILD) scripts/bench.sh $(BENCH_ARGS)
 
 # `make golden`: rewrites tests/golden/ (PyTorch reference of one training step,
 # read by tests/test_golden.c). Needs Debian's python3-torch, hence the
 # system python; the files are committed, so tests never need torch.
 golden:
+	@scripts/deps.sh bench
 	/usr/bin/python3 scripts/make_golden.py
 
 clean:

@@ -186,11 +186,15 @@ static float *take(arena *a, int64_t n_floats)
 
 /* ---- the model --------------------------------------------------------------------- */
 
+/* The algorithm and math type cuDNN proposed for each direction of one
+ * block's convolution at batch size n, and the workspace they need. */
 typedef struct {
     int64_t n;
     cudnnConvolutionFwdAlgo_t fwd;
     cudnnConvolutionBwdDataAlgo_t bwd_data;
     cudnnConvolutionBwdFilterAlgo_t bwd_filter;
+    cudnnMathType_t fwd_math, data_math, filter_math;
+    size_t workspace;
 } conv_algos;
 
 typedef struct {
@@ -216,7 +220,7 @@ struct model_cuda {
     cublasHandle_t cublas;
     cudnnPoolingDescriptor_t pool_desc;
     cudaStream_t copy_stream;
-    cudaEvent_t copied;
+    cudaEvent_t copied, consumed;  /* input copied / previous input no longer read */
     float *pinned;                      /* [capacity, Cin, H, W] host staging */
 
     gblock blocks[VGG4_BLOCKS];
@@ -270,56 +274,69 @@ static void set_descriptors(model_cuda *g, int64_t n)
     g->desc_n = n;
 }
 
-/* The fastest deterministic algorithms for block b at the current n whose
- * workspace fits `limit` bytes; cudnnFind times each candidate once. */
-static conv_algos find_algos(model_cuda *g, gblock *b, int64_t n, size_t limit,
-                             size_t *need)
+/* Block b's algorithms at the current n: the first deterministic one of
+ * cuDNN's heuristic ranking (cudnnGet..._v7) whose workspace fits `limit`
+ * bytes. The heuristic ranking is a fixed order for a given GPU and
+ * library, unlike cudnnFind's timings, so two runs choose alike and give
+ * the same bits. The workspace is asked again for the chosen algorithm
+ * (a fall-back chosen without a candidate has no size in the list). */
+template <typename Perf, typename Algo>
+static void pick_deterministic(const Perf *perf, int got, size_t limit, Algo *algo,
+                               cudnnMathType_t *math)
+{
+    for (int i = 0; i < got; i++)
+        if (perf[i].status == CUDNN_STATUS_SUCCESS && perf[i].determinism == CUDNN_DETERMINISTIC
+            && perf[i].memory <= limit) {
+            *algo = perf[i].algo;
+            *math = perf[i].mathType;
+            return;
+        }
+}
+
+static conv_algos choose_algos(model_cuda *g, gblock *b, int64_t n, size_t limit)
 {
     conv_algos a;
+    memset(&a, 0, sizeof a);
     a.n = n;
+    cudnnMathType_t plain = g->tf32 ? CUDNN_DEFAULT_MATH : CUDNN_FMA_MATH;
     int got = 0;
-    size_t most = 0;
+    size_t need = 0;
 
     cudnnConvolutionFwdAlgoPerf_t fp[CUDNN_CONVOLUTION_FWD_ALGO_COUNT];
-    CUDNN_CHECK(cudnnFindConvolutionForwardAlgorithm(g->cudnn, b->x_desc, b->w_desc,
-                                                     b->conv_desc, b->y_desc,
-                                                     CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &got, fp));
+    CUDNN_CHECK(cudnnGetConvolutionForwardAlgorithm_v7(g->cudnn, b->x_desc, b->w_desc,
+                                                       b->conv_desc, b->y_desc,
+                                                       CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &got, fp));
     a.fwd = CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_GEMM;
-    for (int i = 0; i < got; i++)
-        if (fp[i].status == CUDNN_STATUS_SUCCESS && fp[i].determinism == CUDNN_DETERMINISTIC
-            && fp[i].memory <= limit) {
-            a.fwd = fp[i].algo;
-            most = fp[i].memory > most ? fp[i].memory : most;
-            break;
-        }
+    a.fwd_math = plain;
+    pick_deterministic(fp, got, limit, &a.fwd, &a.fwd_math);
+    CUDNN_CHECK(cudnnSetConvolutionMathType(b->conv_desc, a.fwd_math));
+    CUDNN_CHECK(cudnnGetConvolutionForwardWorkspaceSize(g->cudnn, b->x_desc, b->w_desc,
+                                                        b->conv_desc, b->y_desc, a.fwd, &need));
+    a.workspace = need;
 
     cudnnConvolutionBwdDataAlgoPerf_t dp[CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT];
-    CUDNN_CHECK(cudnnFindConvolutionBackwardDataAlgorithm(
+    CUDNN_CHECK(cudnnGetConvolutionBackwardDataAlgorithm_v7(
         g->cudnn, b->w_desc, b->y_desc, b->conv_desc, b->x_desc,
         CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT, &got, dp));
     a.bwd_data = CUDNN_CONVOLUTION_BWD_DATA_ALGO_1;
-    for (int i = 0; i < got; i++)
-        if (dp[i].status == CUDNN_STATUS_SUCCESS && dp[i].determinism == CUDNN_DETERMINISTIC
-            && dp[i].memory <= limit) {
-            a.bwd_data = dp[i].algo;
-            most = dp[i].memory > most ? dp[i].memory : most;
-            break;
-        }
+    a.data_math = plain;
+    pick_deterministic(dp, got, limit, &a.bwd_data, &a.data_math);
+    CUDNN_CHECK(cudnnSetConvolutionMathType(b->conv_desc, a.data_math));
+    CUDNN_CHECK(cudnnGetConvolutionBackwardDataWorkspaceSize(
+        g->cudnn, b->w_desc, b->y_desc, b->conv_desc, b->x_desc, a.bwd_data, &need));
+    a.workspace = need > a.workspace ? need : a.workspace;
 
     cudnnConvolutionBwdFilterAlgoPerf_t wp[CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT];
-    CUDNN_CHECK(cudnnFindConvolutionBackwardFilterAlgorithm(
+    CUDNN_CHECK(cudnnGetConvolutionBackwardFilterAlgorithm_v7(
         g->cudnn, b->x_desc, b->y_desc, b->conv_desc, b->w_desc,
         CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT, &got, wp));
     a.bwd_filter = CUDNN_CONVOLUTION_BWD_FILTER_ALGO_1;
-    for (int i = 0; i < got; i++)
-        if (wp[i].status == CUDNN_STATUS_SUCCESS && wp[i].determinism == CUDNN_DETERMINISTIC
-            && wp[i].memory <= limit) {
-            a.bwd_filter = wp[i].algo;
-            most = wp[i].memory > most ? wp[i].memory : most;
-            break;
-        }
-    if (need)
-        *need = most;
+    a.filter_math = plain;
+    pick_deterministic(wp, got, limit, &a.bwd_filter, &a.filter_math);
+    CUDNN_CHECK(cudnnSetConvolutionMathType(b->conv_desc, a.filter_math));
+    CUDNN_CHECK(cudnnGetConvolutionBackwardFilterWorkspaceSize(
+        g->cudnn, b->x_desc, b->y_desc, b->conv_desc, b->w_desc, a.bwd_filter, &need));
+    a.workspace = need > a.workspace ? need : a.workspace;
     return a;
 }
 
@@ -331,7 +348,12 @@ static const conv_algos *algos_for(model_cuda *g, gblock *b, int64_t n)
         if (b->cache[i].n == n)
             return &b->cache[i];
     int slot = b->n_cache < ALGO_CACHE ? b->n_cache++ : ALGO_CACHE - 1;
-    b->cache[slot] = find_algos(g, b, n, g->workspace_bytes, NULL);
+    b->cache[slot] = choose_algos(g, b, n, g->workspace_bytes);
+    ECL_CUDA_REQUIRE(b->cache[slot].workspace <= g->workspace_bytes,
+                     "block %d at %lld images: cuDNN's algorithms need %zu bytes of "
+                     "workspace, the arena holds %zu (sized for %lld images)",
+                     (int)(b - g->blocks), (long long)n, b->cache[slot].workspace,
+                     g->workspace_bytes, (long long)g->capacity);
     return &b->cache[slot];
 }
 
@@ -424,6 +446,7 @@ model_cuda *model_cuda_create(const model *m, const optimizer *o, int64_t capaci
                                             CUDNN_PROPAGATE_NAN, 2, 2, 0, 0, 2, 2));
     CUDA_CHECK(cudaStreamCreateWithFlags(&g->copy_stream, cudaStreamNonBlocking));
     CUDA_CHECK(cudaEventCreateWithFlags(&g->copied, cudaEventDisableTiming));
+    CUDA_CHECK(cudaEventCreateWithFlags(&g->consumed, cudaEventDisableTiming));
     CUDA_CHECK(cudaEventRecord(g->copied, g->copy_stream));
 
     for (int i = 0; i < VGG4_BLOCKS; i++) {
@@ -461,10 +484,9 @@ model_cuda *model_cuda_create(const model *m, const optimizer *o, int64_t capaci
     size_t ws = 0;
     for (int i = 0; i < VGG4_BLOCKS; i++) {
         gblock *b = &g->blocks[i];
-        size_t need = 0;
-        b->cache[0] = find_algos(g, b, capacity, WORKSPACE_LIMIT, &need);
+        b->cache[0] = choose_algos(g, b, capacity, WORKSPACE_LIMIT);
         b->n_cache = 1;
-        ws = need > ws ? need : ws;
+        ws = b->cache[0].workspace > ws ? b->cache[0].workspace : ws;
     }
     g->workspace_bytes = ws;
 
@@ -500,6 +522,7 @@ void model_cuda_destroy(model_cuda *g)
     cudnnDestroy(g->cudnn);
     cublasDestroy(g->cublas);
     CUDA_CHECK(cudaEventDestroy(g->copied));
+    CUDA_CHECK(cudaEventDestroy(g->consumed));
     CUDA_CHECK(cudaStreamDestroy(g->copy_stream));
     CUDA_CHECK(cudaFreeHost(g->pinned));
     CUDA_CHECK(cudaFree(g->base));
@@ -549,6 +572,10 @@ static void stage_input(model_cuda *g, const float *x_host, int64_t n)
     size_t bytes = (size_t)(n * g->cin * g->h * g->w) * sizeof(float);
     CUDA_CHECK(cudaEventSynchronize(g->copied));   /* the pinned buffer is free */
     memcpy(g->pinned, x_host, bytes);
+    /* The previous batch's readers of g->input (block 0's forward and
+     * weight gradient) run on the compute stream: the copy waits for them. */
+    CUDA_CHECK(cudaEventRecord(g->consumed, cudaStreamLegacy));
+    CUDA_CHECK(cudaStreamWaitEvent(g->copy_stream, g->consumed, 0));
     CUDA_CHECK(cudaMemcpyAsync(g->input, g->pinned, bytes, cudaMemcpyHostToDevice,
                                g->copy_stream));
     CUDA_CHECK(cudaEventRecord(g->copied, g->copy_stream));
@@ -560,6 +587,7 @@ static void block_forward(model_cuda *g, gblock *b, const float *x, int64_t n, i
     const float one = 1.0f, zero = 0.0f;
     const conv_algos *al = algos_for(g, b, n);
     b->x = x;
+    CUDNN_CHECK(cudnnSetConvolutionMathType(b->conv_desc, al->fwd_math));
     CUDNN_CHECK(cudnnConvolutionForward(g->cudnn, &one, b->x_desc, x, b->w_desc,
                                         g->p[b->wt].value, b->conv_desc, al->fwd, g->workspace,
                                         g->workspace_bytes, &zero, b->y_desc, b->conv));
@@ -640,6 +668,11 @@ static void block_backward(model_cuda *g, gblock *b, float *gout, float *spare, 
     if (b->pool) {
         dact = spare;
         dconv = gout;
+        /* An odd last row or column is in no window: its gradient is 0,
+         * which cudnnPoolingBackward need not write. */
+        if ((b->h | b->w) & 1)
+            CUDA_CHECK(cudaMemsetAsync(dact, 0, (size_t)(n * b->cout * b->h * b->w) *
+                                                    sizeof(float), cudaStreamLegacy));
         CUDNN_CHECK(cudnnPoolingBackward(g->cudnn, g->pool_desc, &one, b->p_desc, b->out,
                                          b->p_desc, gout, b->y_desc, b->act, &zero, b->y_desc,
                                          dact));
@@ -651,12 +684,15 @@ static void block_backward(model_cuda *g, gblock *b, float *gout, float *spare, 
         g->cudnn, CUDNN_BATCHNORM_SPATIAL, &one, &zero, &one, &zero, b->y_desc, b->conv,
         b->y_desc, dact, b->y_desc, dconv, b->bn_desc, g->p[b->gamma].value,
         g->p[b->gamma].grad, g->p[b->beta].grad, BN_EPS, b->save_mean, b->save_invvar));
+    CUDNN_CHECK(cudnnSetConvolutionMathType(b->conv_desc, al->filter_math));
     CUDNN_CHECK(cudnnConvolutionBackwardFilter(g->cudnn, &one, b->x_desc, b->x, b->y_desc,
                                                dconv, b->conv_desc, al->bwd_filter,
                                                g->workspace, g->workspace_bytes, &zero,
                                                b->w_desc, g->p[b->wt].grad));
-    if (dx)
-        CUDNN_CHECK(cudnnConvolutionBackwardData(g->cudnn, &one, b->w_desc, g->p[b->wt].value,
+    if (!dx)
+        return;
+    CUDNN_CHECK(cudnnSetConvolutionMathType(b->conv_desc, al->data_math));
+    CUDNN_CHECK(cudnnConvolutionBackwardData(g->cudnn, &one, b->w_desc, g->p[b->wt].value,
                                                  b->y_desc, dconv, b->conv_desc, al->bwd_data,
                                                  g->workspace, g->workspace_bytes, &zero,
                                                  b->x_desc, dx));

@@ -91,12 +91,12 @@ def main():
 
     # The merged table: seconds (median) and the ratios the targets name.
     by = {(int(r["n"]), int(r["k"]), float(r["lambda"]), r["solver"]): r for r in rows}
-    print("%8s %5s %6s | %-17s %-17s %-17s %-17s | %8s %8s %8s %9s" %
-          ("N", "K", "lambda", "ecl em", "numpy em", "newton", "newton_dense",
-           "np/em", "dense/em", "newt/em", "dense/best"))
+    print("%8s %5s %6s | %-17s %-17s %-17s %-17s %-17s | %8s %8s %8s %9s %9s" %
+          ("N", "K", "lambda", "ecl em", "numpy em", "dual", "newton", "newton_dense",
+           "np/em", "dense/em", "newt/em", "dense/best", "dual dist"))
     for o in out:
         key = (o["n"], o["k"], o["lambda"])
-        em, nt, dn = (by.get(key + (s,)) for s in ("em", "newton", "newton_dense"))
+        em, du, nt, dn = (by.get(key + (s,)) for s in ("em", "dual", "newton", "newton_dense"))
         conv = [r for (a, b, c, s), r in by.items() if (a, b, c) == key and r["converged"] == "1"]
         best = min(conv, key=lambda r: float(r["seconds_median"])) if conv else None
 
@@ -109,12 +109,15 @@ def main():
         def ratio(a, b):
             return "%8.1f" % (float(a["seconds_median"]) / float(b["seconds_median"])) \
                 if a and b else "%8s" % "-"
-        print("%8d %5d %6g | %s %s %s %s | %s %s %s %9s  (best %s)" %
-              (o["n"], o["k"], o["lambda"], cell(em), cell(o), cell(nt), cell(dn),
+        dist = "%9.1e" % float(du["dist_ref"]) if du and du.get("dist_ref") else "%9s" % "-"
+        print("%8d %5d %6g | %s %s %s %s %s | %s %s %s %9s %s  (best %s)" %
+              (o["n"], o["k"], o["lambda"], cell(em), cell(o), cell(du), cell(nt), cell(dn),
                ratio(o, em), ratio(dn, em), ratio(nt, em),
-               ratio(dn, best).strip() if best else "-", best["solver"] if best else "-"))
-    print("(* = stopped at the iteration cap; seconds are medians of %d runs, one thread)"
-          % args.reps)
+               ratio(dn, best).strip() if best else "-", dist,
+               best["solver"] if best else "-"))
+    print("(* = stopped at the iteration cap or stalled; seconds are medians of %d runs, one "
+          "thread; dual dist = max |y - y*| of the dual, y* the lower-KKT of dual and "
+          "newton at 1e-10)" % args.reps)
 
 
 if __name__ == "__main__":

@@ -228,8 +228,11 @@ def report(a):
                  e.get("sgemm_gflop_s", float("nan")), e["peak_rss_mb"], t["peak_rss_mb"]))
     print("ratio = ecl / PyTorch images per second (> 1: ecl faster). GF/s: conv work of "
           "the training step; sgemm: the machine's sgemm rate at that thread count (the "
-          "ceiling). PyTorch's MB include ~%.0f MB of the library itself." %
-          (min([r["torch"]["rss_after_import_mb"] for r in rows] or [0])))
+          "ceiling). MB: peak resident memory; before any work ecl holds ~%.0f MB (its "
+          "shared libraries, cuDNN and cuBLAS in a CUDA build) and PyTorch ~%.0f MB after "
+          "its import." %
+          (min([r["ecl"].get("rss_at_start_mb", 0) for r in rows] or [0]),
+           min([r["torch"]["rss_after_import_mb"] for r in rows] or [0])))
     os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
     with open(a.out, "w") as f:
         json.dump(dict(environment=environment(), cases=rows), f, indent=1)

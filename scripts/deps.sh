@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
 # Installs the Debian packages ecl needs when run as root; otherwise prints
 # the exact command to run. Exits 0 when everything is present.
+#   scripts/deps.sh          what building, testing and the demo need
+#   scripts/deps.sh bench    that, plus PyTorch (python3-torch) for the
+#                            reference side of `make bench` and `make golden`
 set -euo pipefail
 
 packages=(gcc make pkg-config zlib1g-dev libdnnl-dev libopenblas-dev libinih-dev
           libstb-dev dataset-fashion-mnist python3)
+[ "${1:-}" = bench ] && packages+=(python3-torch)
 
 missing=()
 for p in "${packages[@]}"; do

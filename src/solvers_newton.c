@@ -370,6 +370,7 @@ static double solver_dual_row(const float *sig, const double *beta, int k, doubl
 
 typedef struct {
     double *y, *q, *qsum; /* [N, K], [N, K], [N] */
+    double *h;            /* [N] each row's dual term */
     int *pin;             /* [N] */
     double value;         /* D(beta) */
 } solver_dual_eval;
@@ -389,11 +390,18 @@ static void solver_dual_evaluate(const solver_dual_state *s, const double *beta,
 {
     const solver_problem *p = s->p;
     int k = p->k;
-    double sum_h = 0.0;
-    #pragma omp parallel for reduction(+ : sum_h) if (p->n * k > SOLVER_PARALLEL_MIN_ELEMS)
+
+    /* A row costs a root search of ~10 passes over K, so rows go to the
+     * threads from far fewer elements than the other loops; the row terms
+     * are summed afterwards in row order, so the bits do not depend on
+     * the thread count. */
+    #pragma omp parallel for schedule(static) if (p->n * k > SOLVER_PARALLEL_MIN_ELEMS / 16)
     for (int64_t i = 0; i < p->n; i++)
-        sum_h += solver_dual_row(p->sigma + i * k, beta, k, ev->y + i * k, ev->q + i * k,
-                                 ev->qsum + i, ev->pin + i);
+        ev->h[i] = solver_dual_row(p->sigma + i * k, beta, k, ev->y + i * k, ev->q + i * k,
+                                   ev->qsum + i, ev->pin + i);
+    double sum_h = 0.0;
+    for (int64_t i = 0; i < p->n; i++)
+        sum_h += ev->h[i];
 
     double v = sum_h / (double)p->n;
     for (int c = 0; c < k; c++)
@@ -410,6 +418,7 @@ static void solver_dual_alloc_eval(solver_dual_eval *ev, int64_t n, int k)
     ev->q = ecl_malloc((size_t)(n * k) * sizeof *ev->q);
     ev->qsum = ecl_malloc((size_t)n * sizeof *ev->qsum);
     ev->pin = ecl_malloc((size_t)n * sizeof *ev->pin);
+    ev->h = ecl_malloc((size_t)n * sizeof *ev->h);
 }
 
 /* beta = lambda u / ybar0 with ybar0 = (ybar + lambda u) / (1 + lambda),
@@ -507,6 +516,7 @@ static void solver_dual_free_eval(solver_dual_eval *ev)
     free(ev->q);
     free(ev->qsum);
     free(ev->pin);
+    free(ev->h);
 }
 
 static void solver_dual_finish(void *state)

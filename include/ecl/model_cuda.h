@@ -8,9 +8,10 @@
  * Memory: one device arena, sized at creation for `capacity` images (every
  * parameter, gradient, optimiser moment, activation, the cuDNN workspace),
  * so no step allocates. The input goes through a pinned host buffer and a
- * copy stream. Convolution algorithms are chosen once per batch size by
- * timing cuDNN's deterministic candidates (cudnnFind...), then cached: the
- * same seed gives the same bits on the same GPU.
+ * copy stream. Convolution algorithms are chosen once per batch size, the
+ * first deterministic one of cuDNN's heuristic ranking (not by timing,
+ * which varies from run to run), then cached: the same seed gives the
+ * same bits on the same GPU and library.
  *
  * The host model stays the owner of the numbers between runs: upload()
  * before the first step, download() before a checkpoint or an evaluation
