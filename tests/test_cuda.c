@@ -731,9 +731,10 @@ static void test_model_device(int heads, int head_bn)
     model_cuda *g = model_cuda_create(&cpu, &o, n, 0);
 
     rng_state r = rng_derive(11, 0x30de1, 0);
+    size_t bk = (size_t)nk * sizeof(float);
     float *x = ecl_malloc((size_t)nx * sizeof(float));
-    float *want = ecl_malloc((size_t)nk * sizeof(float)), *got = ecl_malloc((size_t)nk * sizeof(float));
-    float *again = ecl_malloc((size_t)nk * sizeof(float)), *dl = ecl_malloc((size_t)nk * sizeof(float));
+    float *want = ecl_malloc(bk), *got = ecl_malloc(bk), *again = ecl_malloc(bk);
+    float *dl = ecl_malloc(bk);
     fill_normal(&r, x, nx, 1.0f);
     fill_normal(&r, dl, nk, 0.1f);
 
