@@ -39,6 +39,10 @@ def curves(cpu_path, gpu_path):
     if not c or len(c) != len(g):
         print("FAIL: %d CPU steps against %d GPU steps" % (len(c), len(g)))
         return
+    if any("loss" not in r for r in c + g):
+        print("FAIL: a step line without its loss (a skipped step?) in %s or %s"
+              % (cpu_path, gpu_path))
+        return
     worst, bad = 0.0, []
     for i, (a, b) in enumerate(zip(c, g)):
         d = abs(a["loss"] - b["loss"])

@@ -11,6 +11,10 @@ if [ ! -f "$data" ]; then
     echo "demo: $data not found; run 'make deps' (package dataset-fashion-mnist)" >&2
     exit 1
 fi
-# runs/demo is the demo's scratch folder: each demo starts it afresh.
-rm -rf runs/demo
+# runs/demo is the demo's scratch folder: each demo starts it afresh,
+# unless the arguments send the run elsewhere (--run.out=...).
+case " $* " in
+    *" --run.out="*) ;;
+    *) rm -rf runs/demo ;;
+esac
 exec build/ecl-train configs/demo_fashion_mnist.ini "$@"

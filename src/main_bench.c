@@ -82,12 +82,18 @@ static bench_args bench_parse(int argc, char **argv)
             bench_usage(stdout);
             exit(0);
         }
-        if (strcmp(s, "--device=cuda") == 0 || strcmp(s, "--device=cpu") == 0) {
-            a.cuda = strcmp(s, "--device=cuda") == 0;
-            continue;
-        }
-        if (strcmp(s, "--precision=tf32") == 0 || strcmp(s, "--precision=fp32") == 0) {
-            a.tf32 = strcmp(s, "--precision=tf32") == 0;
+        if (strncmp(s, "--device", 8) == 0 || strncmp(s, "--precision", 11) == 0) {
+            int dev = s[2] == 'd';
+            const char *v = strchr(s, '=') ? strchr(s, '=') + 1 : i + 1 < argc ? argv[++i] : "";
+            if (dev && (strcmp(v, "cpu") == 0 || strcmp(v, "cuda") == 0))
+                a.cuda = strcmp(v, "cuda") == 0;
+            else if (!dev && (strcmp(v, "fp32") == 0 || strcmp(v, "tf32") == 0))
+                a.tf32 = strcmp(v, "tf32") == 0;
+            else {
+                fprintf(stderr, "ecl-bench: %s needs %s, got '%s'\n",
+                        dev ? "--device" : "--precision", dev ? "cpu or cuda" : "fp32 or tf32", v);
+                exit(2);
+            }
             continue;
         }
         if (!(bench_opt(s, "--channels", &a.channels) || bench_opt(s, "--size", &a.size)

@@ -20,7 +20,6 @@ typedef struct {
     const char *config_path;
     const char *resume;         /* run folder or checkpoint file */
     int allow_config_change;
-    const char *device;         /* --device: run.device, after every override */
     char resume_ckpt[1100];     /* the checkpoint file resume resolves to */
     char resume_config[1100];   /* the run's config.ini when no CONFIG is given */
     char resume_dir[1024];      /* the run folder resumed: run.out unless overridden */
@@ -79,11 +78,10 @@ static int parse_args(int argc, char **argv, train_args *a)
         } else if (strncmp(argv[i], "--resume=", 9) == 0) {
             a->resume = argv[i] + 9;
         } else if (strcmp(argv[i], "--device") == 0) {
-            if (i + 1 >= argc)
+            /* Applied in order with the overrides (main). */
+            if (i + 1 >= argc || strncmp(argv[i + 1], "--", 2) == 0)
                 return ecl_set_error("--device needs cpu, auto or cuda");
-            a->device = argv[++i];
-        } else if (strncmp(argv[i], "--device=", 9) == 0) {
-            a->device = argv[i] + 9;
+            i++;
         } else if (strcmp(argv[i], CHECKPOINT_MISMATCH_FLAG) == 0) {
             a->allow_config_change = 1;
         } else if (strncmp(argv[i], "--", 2) != 0) {
@@ -135,8 +133,18 @@ int main(int argc, char **argv)
         return 2;
     }
     for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--resume") == 0 || strcmp(argv[i], "--device") == 0) {
+        if (strcmp(argv[i], "--resume") == 0) {
             i++;
+            continue;
+        }
+        /* --device X and --device=X are run.device, in order with the rest. */
+        const char *device = strcmp(argv[i], "--device") == 0 ? argv[++i]
+                             : strncmp(argv[i], "--device=", 9) == 0 ? argv[i] + 9 : NULL;
+        if (device) {
+            if (config_set(&cfg, "run.device", device) != 0) {
+                fprintf(stderr, "ecl-train: --device: %s\n", ecl_last_error());
+                return 2;
+            }
             continue;
         }
         if (strncmp(argv[i], "--", 2) != 0 || is_cli_flag(argv[i]))
@@ -145,10 +153,6 @@ int main(int argc, char **argv)
             fprintf(stderr, "ecl-train: %s\n", ecl_last_error());
             return 2;
         }
-    }
-    if (a.device && config_set(&cfg, "run.device", a.device) != 0) {
-        fprintf(stderr, "ecl-train: --device: %s\n", ecl_last_error());
-        return 2;
     }
     if (config_validate(&cfg) != 0) {
         fprintf(stderr, "ecl-train: %s\n", ecl_last_error());

@@ -196,6 +196,7 @@ typedef struct {
     double seconds, img_per_s;
     double km_acc, km_nmi, km_ari;  /* K-means baseline; negative when not run */
     int64_t steps;
+    const char *device;             /* cpu | cuda: where this process trained */
 } run_summary;
 
 static void json_eval_fields(FILE *f, const eval_result *r)
@@ -219,8 +220,8 @@ static int write_metrics(const eval_result *r, const run_summary *s, const datas
         return -1;
     fprintf(a.f, "{\"n\": %lld, \"k\": %d, ", (long long)ds->n, r->k);
     json_eval_fields(a.f, r);
-    fprintf(a.f, ", \"seconds\": %.3f, \"train_img_per_s\": %.1f, \"steps\": %lld",
-            s->seconds, s->img_per_s, (long long)s->steps);
+    fprintf(a.f, ", \"device\": \"%s\", \"seconds\": %.3f, \"train_img_per_s\": %.1f, "
+            "\"steps\": %lld", s->device, s->seconds, s->img_per_s, (long long)s->steps);
     if (s->km_acc >= 0.0)
         fprintf(a.f, ", \"kmeans_acc\": %.6f, \"kmeans_nmi\": %.6f, \"kmeans_ari\": %.6f",
                 s->km_acc, s->km_nmi, s->km_ari);
@@ -769,6 +770,7 @@ static int run_epochs(run_state *st)
 static int run_finish(run_state *st)
 {
     run_summary sum = { 0 };
+    sum.device = st->gpu ? "cuda" : "cpu";
     sum.seconds = ecl_now_s() - st->t_start;
     sum.steps = st->global_step;
     sum.img_per_s = (double)(st->global_step - st->steps_at_start) * st->b /
@@ -793,8 +795,9 @@ static int run_finish(run_state *st)
         rc = write_metrics(r, &sum, &st->ds, st->cfg->run.out);
 
     printf("run folder: %s\n", st->cfg->run.out);
-    printf("trained %lld steps in %.1f s (%.0f img/s), %d of %d clusters used",
-           (long long)sum.steps, sum.seconds, sum.img_per_s, r->clusters_used, r->k);
+    printf("trained %lld steps in %.1f s (%.0f img/s) on the %s, %d of %d clusters used",
+           (long long)sum.steps, sum.seconds, sum.img_per_s, st->gpu ? "GPU" : "CPU",
+           r->clusters_used, r->k);
     if (st->net.n_heads > 1)
         printf(" (head %d of %d, lowest loss)", st->best_head, st->net.n_heads);
     printf("\n");
@@ -870,7 +873,7 @@ int train_run(const config *cfg, const char *resume_path, int allow_config_chang
     int use_cuda = 0;
     if (resolve_device(cfg, &use_cuda) != 0) {
         fprintf(stderr, "ecl-train: %s\n", ecl_last_error());
-        return 2;
+        return 1;
     }
     if (cfg->run.threads > 0)
         omp_set_num_threads(cfg->run.threads);
@@ -886,7 +889,8 @@ int train_run(const config *cfg, const char *resume_path, int allow_config_chang
         fprintf(stderr, "ecl-train: %s\n", ecl_last_error());
         return 1;
     }
-    config_print_table(cfg, stderr);
+    if (!cfg->run.quiet)
+        config_print_table(cfg, stderr);
 
     /* The stop signals go to this thread only: the loader's workers and the
      * OpenMP team are started while they are blocked, so they inherit the

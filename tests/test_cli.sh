@@ -47,6 +47,7 @@ expect_error "empty data file"  "empty.gz"                     "$tmp/ok.ini" --d
 head -c 1000 <(zcat $mnist/images-idx3-ubyte.gz) > "$tmp/cut.idx"
 expect_error "truncated data"   "cut.idx"                      "$tmp/ok.ini" --data.path=$tmp/cut.idx --run.out=$tmp/r4
 expect_error "labels as images" "magic|labels"                 "$tmp/ok.ini" --data.path=$mnist/labels-idx1-ubyte.gz --run.out=$tmp/r5
+expect_error "device no value"  "--device needs cpu, auto or cuda" "$tmp/ok.ini" --device --run.out=$tmp/r10
 expect_error "device choice"    "gpu.*cpu/auto/cuda"          "$tmp/ok.ini" --device gpu --run.out=$tmp/r8
 # Where no GPU is usable (no CUDA build, no driver, no device), cuda must
 # say which; on a GPU machine it trains.
