@@ -342,27 +342,20 @@ int train_head_labels(run_state *st, int hd, const loader_batch *bt)
     return er.iters;
 }
 
-/* The BN running statistics before a step, wherever the model lives. */
-static void save_buffers(run_state *st)
+/* Keeps (restore 0) or puts back (restore 1) the BN running statistics,
+ * wherever the model lives. */
+static void step_buffers(run_state *st, int restore)
 {
 #if defined(ECL_HAVE_CUDA) && ECL_HAVE_CUDA
     if (st->gpu) {
-        model_cuda_buffers_save(st->gpu);
+        if (restore)
+            model_cuda_buffers_restore(st->gpu);
+        else
+            model_cuda_buffers_save(st->gpu);
         return;
     }
 #endif
-    buffers_copy(&st->net, st->buffer_backup, 0);
-}
-
-static void restore_buffers(run_state *st)
-{
-#if defined(ECL_HAVE_CUDA) && ECL_HAVE_CUDA
-    if (st->gpu) {
-        model_cuda_buffers_restore(st->gpu);
-        return;
-    }
-#endif
-    buffers_copy(&st->net, st->buffer_backup, 1);
+    buffers_copy(&st->net, st->buffer_backup, restore);
 }
 
 /* One head's sigma, pseudo-labels, loss terms and logit gradient. Returns
@@ -702,11 +695,11 @@ static int run_batch(run_state *st, int64_t e, const loader_batch *bt)
     int iters = 0;
     int skip = strcmp(st->cfg->run.nan_policy, "skip") == 0;
     if (skip)
-        save_buffers(st);
+        step_buffers(st, 0);
     int rc = st->gpu ? train_step_cuda(st, bt, &t, &iters) : train_step(st, bt, &t, &iters);
     if (rc == STEP_NONFINITE && skip) {
         /* Drop the step: only the BN running statistics had changed. */
-        restore_buffers(st);
+        step_buffers(st, 1);
         st->skipped_steps++;
         ecl_log_warn("step skipped (run.nan_policy=skip, %lld so far): %s",
                      (long long)st->skipped_steps, ecl_last_error());
